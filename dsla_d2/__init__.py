@@ -1,0 +1,18 @@
+"""dsla_d2: dense detectors with swappable label assignment for Detectron2.
+
+Importing this package applies :mod:`dsla_d2.compat` (only what the installed Detectron2
+needs), registers our meta-architectures in Detectron2's ``META_ARCH_REGISTRY`` (``DslaFCOS``,
+``DslaATSS``, ``DslaFoveaBox``), our heads and assigners in our own registries, and the
+embedded synthetic datasets in ``DatasetCatalog``.
+"""
+from . import compat
+
+compat.apply()
+
+from . import assigners, backbones, box_coders, heads, losses, meta_arch, priors, quality  # noqa: E402
+from .data import register_synthetic_datasets  # noqa: E402
+from .serving import lazy_to_yacs, predictor_from_config, predictor_from_output_dir  # noqa: E402
+
+register_synthetic_datasets()
+
+__version__ = "0.1.0"

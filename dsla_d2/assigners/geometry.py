@@ -1,0 +1,65 @@
+"""Geometry shared by assigners: point-to-box distances, centerness, IoU of aligned boxes."""
+import torch
+from torch import Tensor
+
+__all__ = ["point_box_ltrb", "centerness_from_ltrb", "aligned_box_iou", "center_sampling_mask"]
+
+
+def point_box_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
+    """Distances from points to box sides.
+
+    Args:
+        points: (R, 2) (x, y).
+        boxes: (N, G, 4) XYXY.
+    Returns:
+        (N, R, G, 4): (l, t, r, b) = (x − x1, y − y1, x2 − x, y2 − y).
+    """
+    x = points[None, :, None, 0]
+    y = points[None, :, None, 1]
+    b = boxes[:, None]
+    return torch.stack([x - b[..., 0], y - b[..., 1], b[..., 2] - x, b[..., 3] - y], dim=-1)
+
+
+def centerness_from_ltrb(ltrb: Tensor, eps: float = 0.0) -> Tensor:
+    """FCOS centerness sqrt(min(l,r)/max(l,r) · min(t,b)/max(t,b)) (FCOS paper eq. 3).
+
+    Numerators are clamped at 0; ``eps`` is a lower bound on the denominators (DSLA's code
+    uses 0.01, FCOS none). Locations outside the box get 0.
+    """
+    lr = ltrb[..., [0, 2]]
+    tb = ltrb[..., [1, 3]]
+    lr_min = lr.min(dim=-1).values.clamp(min=0)
+    tb_min = tb.min(dim=-1).values.clamp(min=0)
+    lr_max = lr.max(dim=-1).values.clamp(min=max(eps, 1e-12))
+    tb_max = tb.max(dim=-1).values.clamp(min=max(eps, 1e-12))
+    return torch.sqrt((lr_min / lr_max) * (tb_min / tb_max))
+
+
+def aligned_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
+    """IoU of two same-shaped sets of XYXY boxes (..., 4) -> (...). Never NaN.
+
+    Degenerate or inverted boxes count as empty.
+    """
+    lt = torch.max(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(dim=-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(dim=-1)
+    return inter / (area1 + area2 - inter).clamp(min=eps)
+
+
+def center_sampling_mask(points: Tensor, strides: Tensor, boxes: Tensor, radius: float) -> Tensor:
+    """FCOS center sampling: point strictly inside the square of half-side radius·stride
+    around the gt centre, clipped to the gt box.
+
+    Args:
+        points: (R, 2); strides: (R,); boxes: (N, G, 4).
+    Returns:
+        (N, R, G) bool.
+    """
+    centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
+    half = (radius * strides)[None, :, None, None]  # (1, R, 1, 1)
+    lo = torch.max(centers[:, None] - half, boxes[:, None, :, :2])
+    hi = torch.min(centers[:, None] + half, boxes[:, None, :, 2:])
+    p = points[None, :, None]
+    return ((p > lo) & (p < hi)).all(dim=-1)

@@ -1,0 +1,4 @@
+"""Dense heads and their registry."""
+from .layers import DeformConv3x3, Scale
+from .registry import DENSE_HEAD_REGISTRY, build_dense_head
+from .tower_head import ATSSHead, DSLAHead, FCOSHead, FoveaBoxHead, TowerHead

@@ -1,0 +1,130 @@
+"""Classification + box losses of a dense detector, driven by an :class:`Assignment`."""
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from fvcore.nn import sigmoid_focal_loss
+from torch import Tensor, nn
+
+from ..assigners.base import Assignment
+from .box_losses import BOX_LOSS_TYPES, iou_loss
+from .normalizers import normalizer, put_scalar
+from .quality_focal import quality_focal_loss, soft_one_hot, varifocal_loss
+
+__all__ = ["DenseDetectionLoss"]
+
+CLS_LOSSES = ("focal", "qfl", "vfl")
+CLS_NORMALIZERS = ("num_pos", "sum_scores", "num_pos_plus_images")
+BOX_NORMALIZERS = ("num_pos", "sum_weights")
+
+
+class DenseDetectionLoss(nn.Module):
+    """Loss terms shared by every assigner.
+
+    Args:
+        cls_loss: "focal" (hard targets; sigmoid focal loss, Lin et al. 2017), "qfl"
+            (Quality Focal Loss on the soft targets), "vfl" (Varifocal Loss).
+        cls_normalizer: "num_pos" (all-reduced count of positives), "sum_scores"
+            (all-reduced Σ soft targets, DSLA's Σ label_d) or "num_pos_plus_images"
+            (FoveaBox). Always ≥ 1.
+        box_loss: "iou" (−log IoU), "linear_iou", "giou" on decoded boxes, or "smooth_l1"
+            on the box coder's encoded targets (FoveaBox).
+        box_normalizer: "num_pos" or "sum_weights" (Σ regression weights: FCOS/ATSS
+            centerness, DSLA label_s).
+        focal_alpha, focal_gamma: focal loss; qfl_beta; vfl_alpha, vfl_gamma.
+        smooth_l1_beta: SmoothL1 β for "smooth_l1".
+        cls_weight, box_weight: loss weights.
+    """
+
+    def __init__(
+        self,
+        *,
+        cls_loss: str = "focal",
+        cls_normalizer: str = "num_pos",
+        box_loss: str = "giou",
+        box_normalizer: str = "num_pos",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        qfl_beta: float = 2.0,
+        vfl_alpha: float = 0.75,
+        vfl_gamma: float = 2.0,
+        smooth_l1_beta: float = 0.11,
+        cls_weight: float = 1.0,
+        box_weight: float = 1.0,
+    ):
+        super().__init__()
+        for name, value, allowed in (
+            ("cls_loss", cls_loss, CLS_LOSSES),
+            ("cls_normalizer", cls_normalizer, CLS_NORMALIZERS),
+            ("box_loss", box_loss, BOX_LOSS_TYPES + ("smooth_l1",)),
+            ("box_normalizer", box_normalizer, BOX_NORMALIZERS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {allowed}")
+        self.cls_loss = cls_loss
+        self.cls_normalizer = cls_normalizer
+        self.box_loss = box_loss
+        self.box_normalizer = box_normalizer
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.qfl_beta = qfl_beta
+        self.vfl_alpha = vfl_alpha
+        self.vfl_gamma = vfl_gamma
+        self.smooth_l1_beta = smooth_l1_beta
+        self.cls_weight = cls_weight
+        self.box_weight = box_weight
+
+    def classification(self, logits: Tensor, assignment: Assignment, target_scores: Tensor) -> Tensor:
+        """
+        Args:
+            logits: (N, R, C).
+            target_scores: (N, R) target for the labelled class (after quality coupling).
+        """
+        num_classes = logits.shape[-1]
+        pos = assignment.pos_mask
+        if self.cls_loss == "focal":
+            target = soft_one_hot(assignment.labels, pos.to(logits.dtype), num_classes)
+            loss = sigmoid_focal_loss(logits, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        elif self.cls_loss == "qfl":
+            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
+            loss = quality_focal_loss(logits, target, beta=self.qfl_beta)
+        else:
+            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
+            loss = varifocal_loss(logits, target, alpha=self.vfl_alpha, gamma=self.vfl_gamma)
+        loss = (loss.sum(dim=-1) * assignment.cls_weights).sum()
+
+        if self.cls_normalizer == "sum_scores":
+            norm = normalizer(torch.where(pos, target_scores, torch.zeros_like(target_scores)).sum())
+        elif self.cls_normalizer == "num_pos_plus_images":
+            norm = normalizer(pos.sum().float() + pos.shape[0])
+        else:
+            norm = normalizer(pos.sum().float())
+        return self.cls_weight * loss / norm
+
+    def regression(self, pred_boxes: Tensor, pred_deltas: Tensor, assignment: Assignment, box_coder, priors) -> Tensor:
+        """
+        Args:
+            pred_boxes: (N, R, 4) decoded predicted boxes (with gradient).
+            pred_deltas: (N, R, 4) raw regression output (for "smooth_l1").
+        """
+        mask = assignment.reg_mask
+        weights = assignment.reg_weights[mask]
+        if self.box_loss == "smooth_l1":
+            targets = box_coder.encode(assignment.box_targets, priors)
+            per_pos = F.smooth_l1_loss(pred_deltas[mask], targets[mask], beta=self.smooth_l1_beta, reduction="none").sum(-1)
+        else:
+            per_pos = iou_loss(pred_boxes[mask], assignment.box_targets[mask], self.box_loss)
+        if self.box_normalizer == "sum_weights":
+            norm = normalizer(weights.sum())
+        else:
+            norm = normalizer(mask.sum().float())
+        # An empty positive set still returns a loss connected to the graph.
+        loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
+        return self.box_weight * loss / norm
+
+    def forward(self, logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors) -> Dict[str, Tensor]:
+        put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
+        return {
+            "loss_cls": self.classification(logits, assignment, target_scores),
+            "loss_box_reg": self.regression(pred_boxes, pred_deltas, assignment, box_coder, priors),
+        }

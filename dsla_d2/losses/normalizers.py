@@ -1,0 +1,33 @@
+"""Loss normalisers averaged over processes, so N GPUs give the loss of one big batch."""
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["reduce_mean", "normalizer", "put_scalar"]
+
+
+def reduce_mean(value: Tensor) -> Tensor:
+    """All-reduce mean of a tensor over all processes (identity in one process)."""
+    world = comm.get_world_size()
+    if world == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / world
+
+
+def normalizer(total: Tensor, minimum: float = 1.0) -> Tensor:
+    """max(all-reduce-mean(total), minimum) as a float tensor without gradient."""
+    return reduce_mean(total.detach().float()).clamp(min=minimum)
+
+
+def put_scalar(name: str, value) -> None:
+    """Log a training statistic to the current EventStorage, if there is one."""
+    try:
+        storage = get_event_storage()
+    except AssertionError:  # called outside a trainer (tests, benchmarks)
+        return
+    storage.put_scalar(name, float(value))

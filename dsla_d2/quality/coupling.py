@@ -1,0 +1,101 @@
+"""Quality coupling: how localisation quality enters the classification score.
+
+Three ways, combinable, shared by every meta-architecture:
+
+* a separate **branch** predicting the quality of each positive: "centerness" (FCOS,
+  ATSS) or "iou" (IoU of the detached predicted box with its gt: Dynamic ATSS, DDOD);
+  at inference the class score is multiplied by the branch's sigmoid;
+* **soft classification targets** ("cls_target"): "static" keeps the assigner's score
+  (1 for hard assignments, DSLA's static label_s); "iou_product" multiplies it by the IoU
+  of the detached predicted box with the target (DSLA's dynamic label_d = label_s·IoU,
+  Dynamic ATSS's y = PIoU for hard assigners); "iou" uses the IoU alone (DSLA's "IoU only"
+  ablation);
+* nothing at all (DSLA, FoveaBox): the class score alone ranks detections.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..assigners.base import Assignment
+from ..assigners.geometry import centerness_from_ltrb
+from ..losses.normalizers import normalizer
+from ..priors import Priors
+
+__all__ = ["QualityCoupling", "aligned_ltrb"]
+
+BRANCHES = (None, "centerness", "iou")
+CLS_TARGETS = ("static", "iou_product", "iou")
+
+
+def aligned_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
+    """(R, 2) points and (N, R, 4) boxes -> (N, R, 4) distances (l, t, r, b)."""
+    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
+
+
+class QualityCoupling(nn.Module):
+    """
+    Args:
+        branch: None, "centerness" or "iou" — the extra output of the head.
+        cls_target: "static", "iou_product" or "iou" (see module docstring).
+        branch_weight: weight of the branch's BCE loss.
+        score_sqrt: at inference use sqrt(cls·quality) instead of cls·quality (the
+            geometric mean, as Detectron2's and AdelaiDet's FCOS report).
+    """
+
+    def __init__(self, branch: Optional[str] = None, cls_target: str = "static", branch_weight: float = 1.0, score_sqrt: bool = False):
+        super().__init__()
+        if branch not in BRANCHES:
+            raise ValueError(f"branch={branch!r} is not one of {BRANCHES}")
+        if cls_target not in CLS_TARGETS:
+            raise ValueError(f"cls_target={cls_target!r} is not one of {CLS_TARGETS}")
+        self.branch = branch
+        self.cls_target = cls_target
+        self.branch_weight = branch_weight
+        self.score_sqrt = score_sqrt
+
+    @property
+    def needs_iou(self) -> bool:
+        return self.branch == "iou" or self.cls_target != "static"
+
+    def classification_targets(self, assignment: Assignment, ious: Tensor) -> Tensor:
+        """(N, R) target score of the labelled class; 0 on background.
+
+        ``ious`` is the (N, R) IoU of the detached predicted box with its target, 0 off
+        the positives. A static positive whose IoU is 0 becomes a classification negative
+        (DSLA) but keeps its regression loss.
+        """
+        pos = assignment.pos_mask
+        if self.cls_target == "static":
+            scores = assignment.cls_scores
+        elif self.cls_target == "iou_product":
+            scores = assignment.cls_scores * ious
+        else:
+            scores = ious
+        return torch.where(pos, scores, torch.zeros_like(scores))
+
+    def branch_targets(self, priors: Priors, assignment: Assignment, ious: Tensor) -> Tensor:
+        if self.branch == "centerness":
+            return centerness_from_ltrb(aligned_ltrb(priors.points, assignment.box_targets))
+        return ious
+
+    def branch_loss(self, quality_logits: Tensor, priors: Priors, assignment: Assignment, ious: Tensor) -> Tensor:
+        """BCE on the regression positives, normalised by their all-reduced count.
+
+        Args:
+            quality_logits: (N, R) branch output.
+        """
+        mask = assignment.reg_mask
+        targets = self.branch_targets(priors, assignment, ious).detach()
+        loss = F.binary_cross_entropy_with_logits(quality_logits[mask], targets[mask], reduction="sum")
+        loss = loss + 0.0 * quality_logits.sum()
+        return self.branch_weight * loss / normalizer(mask.sum().float())
+
+    def inference_scores(self, cls_logits: Tensor, quality_logits: Optional[Tensor]) -> Tensor:
+        """(N, R, C) class probabilities times the quality (if there is a branch)."""
+        scores = cls_logits.sigmoid()
+        if self.branch is None:
+            return scores
+        scores = scores * quality_logits.sigmoid()
+        return scores.sqrt() if self.score_sqrt else scores
