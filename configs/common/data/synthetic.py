@@ -1,0 +1,40 @@
+"""The embedded synthetic dataset (``dsla_synth_train``/``dsla_synth_val``, generated on
+first use under ``$DSLA_D2_SYNTH_ROOT`` or ``$DETECTRON2_DATASETS/dsla_synth``): images of
+256–384 px kept at their size, horizontal flip, batch 8 for 2 CPU cores."""
+from omegaconf import OmegaConf
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.evaluation import COCOEvaluator
+
+from dsla_d2.data.mapper import CheckedDatasetMapper
+
+dataloader = OmegaConf.create()
+
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="dsla_synth_train", filter_empty=False),
+    mapper=L(CheckedDatasetMapper)(
+        is_train=True,
+        augmentations=[
+            L(T.ResizeShortestEdge)(short_edge_length=[256, 288, 320], max_size=448, sample_style="choice"),
+            L(T.RandomFlip)(horizontal=True),
+        ],
+        image_format="BGR",
+        use_instance_mask=False,
+    ),
+    total_batch_size=8,
+    num_workers=1,
+)
+
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="dsla_synth_val", filter_empty=False),
+    mapper=L(CheckedDatasetMapper)(
+        is_train=False,
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=288, max_size=448)],
+        image_format="${...train.mapper.image_format}",
+    ),
+    num_workers=1,
+)
+
+dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")

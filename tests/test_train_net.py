@@ -1,0 +1,139 @@
+"""train_net.py end to end on the tiny synthetic split: train, resume, evaluate, serve.
+
+Each run is a few iterations of the embedded-dataset config, shrunk on the command line.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import dsla_d2
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import train_net  # noqa: E402
+
+CONFIG = os.path.join(ROOT, "configs", "fcos_r18_synth.py")
+TINY = [
+    "dataloader.train.dataset.names=dsla_synth_tiny",
+    "dataloader.test.dataset.names=dsla_synth_tiny",
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "model.head.num_convs=1",
+    "model.head.channels=32",
+    "train.log_period=1",
+    "train.device=cpu",
+    "model.test_score_thresh=0.001",  # a 3-iteration model scores about the 0.01 prior
+]
+
+
+def run(tmp_path, *opts, flags=()):
+    args = train_net.get_parser().parse_args(["--config-file", CONFIG, *flags, f"train.output_dir={tmp_path}", *TINY, *opts])
+    return train_net.main(args)
+
+
+def metrics(path):
+    with open(os.path.join(path, "metrics.json")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_evaluate_and_serve(tmp_path):
+    run(tmp_path, "train.max_iter=3")
+    rows = metrics(tmp_path)
+    assert [r["iteration"] for r in rows if "total_loss" in r] == [0, 1, 2]
+    final = [r for r in rows if "bbox/AP" in r]
+    assert len(final) == 1 and 0 <= final[0]["bbox/AP"] <= 100
+    assert os.path.isfile(tmp_path / "model_final.pth")
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+    # served by DefaultPredictor with one call; same outputs as the model itself
+    predictor = dsla_d2.predictor_from_output_dir(str(tmp_path), device="cpu")
+    from detectron2.engine import DefaultPredictor
+
+    assert isinstance(predictor, DefaultPredictor)
+    assert type(predictor.model).__name__ == "DslaFCOS"
+    assert predictor.metadata.thing_classes == MetadataCatalog.get("dsla_synth_tiny").thing_classes
+    image = np.random.RandomState(0).randint(0, 255, (100, 140, 3)).astype(np.uint8)
+    out = predictor(image)["instances"]
+    assert out.image_size == (100, 140) and out.has("scores") and out.has("pred_boxes")
+    trained = torch.load(tmp_path / "model_final.pth")["model"]
+    for k, v in predictor.model.state_dict().items():
+        assert torch.equal(v.cpu(), trained[k].cpu()), k
+
+    # --eval-only with the checkpoint reproduces the final AP
+    res = run(tmp_path / "eval", f"train.init_checkpoint={tmp_path / 'model_final.pth'}", flags=["--eval-only"])
+    assert res["bbox"]["AP"] == pytest.approx(final[0]["bbox/AP"], abs=1e-6)
+
+
+def test_stopped_run_resumes_from_last_checkpoint(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", CONFIG, f"train.output_dir={tmp_path}", *TINY,
+           "train.max_iter=200", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=100"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while not os.path.isfile(tmp_path / "model_0000003.pth"):
+            assert proc.poll() is None and time.time() < deadline, "training did not reach iteration 4"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with open(tmp_path / "last_checkpoint") as f:
+        last = f.read().strip()
+    last_iter = torch.load(tmp_path / last)["iteration"]
+    assert last_iter >= 3
+    before = len(metrics(tmp_path))
+    run(tmp_path, f"train.max_iter={last_iter + 3}", "train.checkpointer.period=2", flags=["--resume"])
+    resumed = [r["iteration"] for r in metrics(tmp_path)[before:] if "total_loss" in r]
+    # range(start_iter, max_iter): iterations last+1 and last+2, none repeated
+    assert resumed == [last_iter + 1, last_iter + 2]
+    assert torch.load(tmp_path / "model_final.pth")["iteration"] == last_iter + 2
+
+
+def test_non_finite_loss_raises_floating_point_error(tmp_path):
+    # pixel_std 0 turns every input into inf/nan → the loss is not finite at iteration 0
+    with pytest.raises(FloatingPointError, match="Loss became infinite or NaN at iteration=0"):
+        run(tmp_path, "train.max_iter=2", "model.pixel_std=[0.0,0.0,0.0]")
+
+
+def test_any_coco_json_from_the_command_line(tmp_path):
+    DatasetCatalog.get("dsla_synth_tiny")  # make sure the tiny split exists on disk
+    meta = MetadataCatalog.get("dsla_synth_tiny")
+    with open(meta.json_file) as f:
+        data = json.load(f)
+    # a 2-class dataset with its own category ids and names
+    data["categories"] = [{"id": 11, "name": "boxy"}, {"id": 42, "name": "roundish"}]
+    for a in data["annotations"]:
+        a["category_id"] = 11 if a["category_id"] % 2 else 42
+    js = tmp_path / "mine.json"
+    js.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    flags = ["--train-json", str(js), "--train-images", meta.image_root, "--test-json", str(js), "--test-images", meta.image_root]
+    run(out, "train.max_iter=2", flags=flags)
+    cfg_text = (out / "config.yaml").read_text()
+    assert "num_classes: 2" in cfg_text and "coco_json_train" in cfg_text
+    assert any("bbox/AP" in r for r in metrics(out))
+    predictor = dsla_d2.predictor_from_output_dir(str(out), device="cpu")
+    assert predictor.metadata.thing_classes == ["boxy", "roundish"]
+
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        run(tmp_path / "bad", flags=["--train-json", str(tmp_path / "missing.json"), "--train-images", meta.image_root])
+    with pytest.raises(SystemExit, match="given together"):
+        run(tmp_path / "bad", flags=["--train-json", str(js)])
+
+
+def test_wrong_config_key_is_a_clear_error(tmp_path):
+    with pytest.raises(KeyError, match="Unknown config key 'model.assigner.no_such_key'"):
+        run(tmp_path, "model.assigner.no_such_key=3")
+    with pytest.raises(KeyError, match="did you mean train.max_iter"):
+        run(tmp_path, "train.max_iters=3")
+    with pytest.raises(SystemExit, match="key=value"):
+        run(tmp_path, "train.max_iter")
