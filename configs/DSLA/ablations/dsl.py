@@ -1,0 +1,11 @@
+"""DSLA paper Table 1, DSL(A): core zone + interval relaxation + IoU coupling. Paper AP 38.1
+(COCO val, R-50 1x).
+
+``fcos_dsla_R_50_FPN_1x.py`` with core zone on, interval relaxation on, IoU coupling
+cls_target='iou_product'.
+"""
+from ..fcos_dsla_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+
+model.assigner.core_zone = True
+model.assigner.relaxation = True
+model.quality.cls_target = "iou_product"

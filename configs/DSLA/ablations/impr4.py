@@ -1,0 +1,11 @@
+"""DSLA paper Table 1, Impr 4: core zone + interval relaxation. Paper AP 37.4 (COCO val, R-50
+1x).
+
+``fcos_dsla_R_50_FPN_1x.py`` with core zone on, interval relaxation on, IoU coupling
+cls_target='static'.
+"""
+from ..fcos_dsla_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+
+model.assigner.core_zone = True
+model.assigner.relaxation = True
+model.quality.cls_target = "static"

@@ -1,0 +1,11 @@
+"""DSLA paper Table 1, Impr 1: core zone, on the embedded synthetic dataset (paper: 37.2 AP on
+COCO, R-50 1x).
+
+``fcos_dsla_r18_synth.py`` with core zone on, interval relaxation off, IoU coupling
+cls_target='static'.
+"""
+from ..fcos_dsla_r18_synth import dataloader, lr_multiplier, model, optimizer, train
+
+model.assigner.core_zone = True
+model.assigner.relaxation = False
+model.quality.cls_target = "static"

@@ -1,0 +1,12 @@
+"""Label assigners. See :mod:`dsla_d2.assigners.base` for the contract."""
+from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .dsla import DSLAAssigner, relaxation_score, relaxed_ranges
+from .dsla_fovea import DSLAFoveaAssigner
+from .fcos import DEFAULT_SIZE_RANGES, FCOSAssigner
+from .fovea import FOVEA_SCALE_RANGES, FoveaAssigner, fovea_mask, gt_sqrt_areas, paint_order_match
+from .geometry import aligned_box_iou, center_sampling_mask, centerness_from_ltrb, point_box_ltrb
+
+
+def build_assigner(name: str, **kwargs) -> DenseAssigner:
+    """Build a registered assigner by name (for yacs-style configs)."""
+    return ASSIGNER_REGISTRY.get(name)(**kwargs)
