@@ -1,0 +1,170 @@
+"""The FoveaBox assigner (Kong et al., "FoveaBox: Beyond anchor-based object detection",
+IEEE TIP 2020), with the facts of mmdetection's ``FoveaHead`` (which produced the 36.5 AP
+R-50 1x reference).
+
+For each level l (stride s, scale range [lo_l, hi_l]) and each gt (x1, y1, x2, y2):
+
+* scale assignment (paper §3.2): the gt lives on level l iff lo_l ≤ sqrt(w·h) ≤ hi_l,
+  **both bounds inclusive** as in mmdetection's ``(gt_areas >= lower_bound) &
+  (gt_areas <= upper_bound)`` on the square-rooted area. The default ranges overlap by a
+  factor η = 2, so a gt lives on two levels, and on three when sqrt(w·h) is exactly 64,
+  128 or 256 (e.g. 64 is inside (1, 64), (32, 128) and (64, 256)).
+* fovea area (paper eq. 1–2, shrink factor σ): in feature coordinates of the level the
+  positive columns are ceil(x1/s + (1−σ)·w/(2s) − o) .. floor(x1/s + (1+σ)·w/(2s) − o)
+  (inclusive) and likewise the rows, where o = 0.5 is the points' offset (a point at
+  column j sits at x = (j + o)·s). Since j is an integer this is exactly
+  cx − σw/2 ≤ x ≤ cx + σw/2: the central σ-fraction of the box. A box smaller than about
+  a stride can have ceil > floor on a level: it then has **no** positive there.
+* painting order: larger gts are painted first, smaller ones overwrite them (see
+  :func:`paint_order_match` for the vectorised equivalent).
+* positives get the gt's class and the gt box as regression target; the
+  :class:`~dsla_d2.box_coders.FoveaLogBoxCoder` turns it into log(clamp(d/z_l, 1/16, 16))
+  (paper eq. 4).
+
+Differences from mmdetection, both deliberate:
+
+* mmdetection clamps the fovea bounds to [0, W−1] / [0, H−1] *before* painting; a box near
+  the top/left border whose fovea is empty (e.g. (0, 0, 2, 2) on P3: columns 0 .. −1) is
+  clamped to column 0 and painted anyway. We compare the real point indices with the
+  unclamped bounds, so an empty fovea stays empty (the spec's rule). Inside the map the
+  two agree exactly.
+* mmdetection sorts areas with the default (unstable) ``torch.sort``; equal areas are
+  painted in an unspecified order. We use the stable order (gt index), see below.
+"""
+from typing import Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..priors import Priors
+from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .fcos import per_prior_ranges
+
+__all__ = [
+    "FoveaAssigner",
+    "FOVEA_SCALE_RANGES",
+    "gt_sqrt_areas",
+    "fovea_mask",
+    "paint_order_match",
+]
+
+#: mmdetection's ``fovea_r50_fpn_4x4_1x_coco`` scale ranges for P3..P7 (η = 2).
+FOVEA_SCALE_RANGES = ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048))
+
+
+def gt_sqrt_areas(gt: GTBatch) -> Tensor:
+    """(N, G) FoveaBox's scale measure sqrt(w·h) (paper §3.2); 0 for padding rows."""
+    return gt.areas.sqrt()
+
+
+def _point_grid_index(coords: Tensor, strides: Tensor) -> Tuple[Tensor, Tensor]:
+    """Integer grid index j and offset o of points at (j + o)·s, o ∈ [0, 1).
+
+    Derived from the priors themselves so that the fovea follows the prior generator's
+    offset (0.5 for FoveaBox, 0 for DSLA-style grids) without a second setting.
+
+    Args:
+        coords: (R,) x (or y) of the points; strides: (R,).
+    Returns:
+        (R,) float j (an exact integer) and (R,) float o.
+    """
+    u = coords / strides
+    j = torch.floor(u + 1e-4)  # tolerate x/s landing a hair below an integer
+    return j, u - j
+
+
+def fovea_mask(priors: Priors, boxes: Tensor, sigma: float = 0.4) -> Tensor:
+    """Whether each point lies in the fovea area of each box on the point's own level.
+
+    Follows mmdetection's float arithmetic (box divided by the stride first, then
+    half-sides), so that bounds landing exactly on integers agree with it bit for bit.
+
+    Args:
+        priors: R points with their strides.
+        boxes: (N, G, 4) XYXY.
+        sigma: shrink factor σ (paper eq. 1–2; 0.4).
+    Returns:
+        (N, R, G) bool.
+    """
+    s = priors.strides[None, :, None]  # (1, R, 1)
+    b = boxes[:, None, :, :] / s[..., None]  # (N, R, G, 4) in feature coordinates
+    half_w = 0.5 * (b[..., 2] - b[..., 0])
+    half_h = 0.5 * (b[..., 3] - b[..., 1])
+    col, off_x = _point_grid_index(priors.points[:, 0], priors.strides)
+    row, off_y = _point_grid_index(priors.points[:, 1], priors.strides)
+    off_x = off_x[None, :, None]
+    off_y = off_y[None, :, None]
+    left = torch.ceil(b[..., 0] + (1 - sigma) * half_w - off_x)
+    right = torch.floor(b[..., 0] + (1 + sigma) * half_w - off_x)
+    top = torch.ceil(b[..., 1] + (1 - sigma) * half_h - off_y)
+    bottom = torch.floor(b[..., 1] + (1 + sigma) * half_h - off_y)
+    col = col[None, :, None]
+    row = row[None, :, None]
+    # ceil > floor (a box narrower than ~a stride) makes the interval empty: no positive.
+    return (col >= left) & (col <= right) & (row >= top) & (row <= bottom)
+
+
+def paint_order_match(candidate: Tensor, sqrt_areas: Tensor) -> Tensor:
+    """The gt FoveaBox's painting leaves at each point, without painting.
+
+    mmdetection paints, per level, the gts of that level sorted by decreasing sqrt area,
+    each one overwriting the fovea it covers; what remains at a point is the **last**
+    painted gt among those covering it.
+
+    Claim: that gt is the covering gt of smallest sqrt area, and among several of equal
+    smallest area the one of highest index. Proof: let the paint order be the stable
+    sort of the level's gts by decreasing sqrt area (equal areas keep index order). A
+    point's final value is the covering gt that comes last in that order. Every covering
+    gt with a larger area comes strictly earlier (decreasing order), so the last one has
+    the minimum area a*. Among the covering gts with area a*, the stable sort keeps them
+    in increasing index order, consecutively, so the last is the one of highest index.
+    Gts of other levels never paint this level's map, and they are not candidates here
+    because ``candidate`` already includes the level's scale range. ∎ (mmdetection's
+    unstable sort leaves ties unspecified; the stable order makes them deterministic.)
+
+    Args:
+        candidate: (N, R, G) bool: gt g covers point r with its fovea on r's level.
+        sqrt_areas: (N, G) the painting key.
+    Returns:
+        (N, R) int64 matched gt index, −1 where no gt covers the point.
+    """
+    n, r, g = candidate.shape
+    if g == 0:
+        return torch.full((n, r), -1, dtype=torch.long, device=candidate.device)
+    key = sqrt_areas[:, None, :].expand(n, r, g)
+    key = torch.where(candidate, key, torch.full_like(key, float("inf")))
+    smallest = key.min(dim=-1, keepdim=True).values
+    winners = candidate & (key == smallest)
+    index = torch.arange(g, device=candidate.device).expand(n, r, g)
+    return torch.where(winners, index, torch.full_like(index, -1)).max(dim=-1).values
+
+
+@ASSIGNER_REGISTRY.register()
+class FoveaAssigner(DenseAssigner):
+    """FoveaBox's hard assignment: fovea area of each gt on the levels whose scale range
+    contains sqrt(w·h); smallest gt wins overlaps. Positives get classification target 1
+    and regression weight 1; the box target is the absolute gt box.
+
+    Args:
+        scale_ranges: (lo, hi) of sqrt(w·h) per level, inclusive (mmdetection).
+        sigma: fovea shrink factor σ (0.4).
+    """
+
+    def __init__(self, scale_ranges: Sequence[Tuple[float, float]] = FOVEA_SCALE_RANGES, sigma: float = 0.4):
+        super().__init__()
+        if not 0 < sigma <= 1:
+            raise ValueError(f"sigma must be in (0, 1], got {sigma}")
+        self.scale_ranges = [tuple(float(v) for v in r) for r in scale_ranges]
+        self.sigma = float(sigma)
+
+    def candidates(self, priors: Priors, gt: GTBatch) -> Tensor:
+        """(N, R, G) bool: point r is in the fovea of gt g on r's level and g's scale fits
+        that level."""
+        sqrt_areas = gt_sqrt_areas(gt)
+        lo, hi = per_prior_ranges(priors, self.scale_ranges)
+        in_range = (sqrt_areas[:, None, :] >= lo[None, :, None]) & (sqrt_areas[:, None, :] <= hi[None, :, None])
+        return fovea_mask(priors, gt.boxes, self.sigma) & in_range & gt.valid[:, None, :]
+
+    def assign(self, priors: Priors, gt: GTBatch, num_classes: int, **preds) -> Assignment:
+        matched = paint_order_match(self.candidates(priors, gt), gt_sqrt_areas(gt))
+        return Assignment.from_matches(gt, matched, num_classes)
