@@ -1,4 +1,4 @@
-"""The DSLA configs (configs/DSLA/): every file loads, each Table 1/2 row flips exactly the
+"""The DSLA configs (projects/DSLA/configs/): every file loads, each Table 1/2 row flips exactly the
 paper's switches, the recipes match the spec (decision 6), and the embedded-dataset model
 trains one step."""
 import functools
@@ -27,7 +27,7 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "configs", "DSLA")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "projects", "DSLA", "configs")
 
 # Paper Table 1 (core zone, interval relaxation, IoU coupling) and Table 2 (κ), typed from the
 # paper: row -> (core_zone, relaxation, cls_target, kappa).
@@ -136,7 +136,7 @@ def test_fcosv2_recipe():
 
 def test_synth_config_one_training_step():
     cfg = load("fcos_dsla_r18_synth.py")
-    base = LazyConfig.load(os.path.join(ROOT, "..", "fcos_r18_synth.py"))
+    base = LazyConfig.load(os.path.join(ROOT, "..", "..", "..", "configs", "fcos_r18_synth.py"))
     assert cfg.train.max_iter == base.train.max_iter and cfg.lr_multiplier == base.lr_multiplier
     assert cfg.dataloader.train.total_batch_size == base.dataloader.train.total_batch_size
     assert [list(r) for r in cfg.model.assigner.size_ranges] == [[0, 32], [32, 64], [64, 128], [128, 256], [256, 1e8]]

@@ -24,10 +24,10 @@ CONFIGS = {
     # path: (depth, dsla, synth)
     "configs/foveabox_R_50_FPN_1x.py": (50, False, False),
     "configs/foveabox_R_101_FPN_1x.py": (101, False, False),
-    "configs/DSLA/foveabox_dsla_R_50_FPN_1x.py": (50, True, False),
-    "configs/DSLA/foveabox_dsla_R_101_FPN_1x.py": (101, True, False),
+    "projects/DSLA/configs/foveabox_dsla_R_50_FPN_1x.py": (50, True, False),
+    "projects/DSLA/configs/foveabox_dsla_R_101_FPN_1x.py": (101, True, False),
     "configs/foveabox_r18_synth.py": (None, False, True),
-    "configs/DSLA/foveabox_dsla_r18_synth.py": (None, True, True),
+    "projects/DSLA/configs/foveabox_dsla_r18_synth.py": (None, True, True),
 }
 
 
@@ -61,7 +61,10 @@ def test_config_values(path):
         assert focal == ("focal", 1.5, 0.4, "num_pos_plus_images")
         assert (m.loss.box_loss, m.loss.smooth_l1_beta, m.loss.box_normalizer) == ("smooth_l1", 0.11, "num_pos")
     if synth:
-        assert m.num_classes == 6 and cfg.train.max_iter == 1200
+        # same budget and schedule as the FCOS embedded-dataset config, so rows compare
+        fcos = LazyConfig.load(os.path.join(os.path.dirname(__file__), "..", "configs", "fcos_r18_synth.py"))
+        assert m.num_classes == 6 and cfg.train.max_iter == fcos.train.max_iter
+        assert cfg.lr_multiplier == fcos.lr_multiplier and cfg.optimizer.lr == fcos.optimizer.lr
         assert cfg.dataloader.train.dataset.names == "dsla_synth_train"
     else:
         assert m.num_classes == 80 and cfg.train.max_iter == 90000 and cfg.optimizer.lr == 0.01
@@ -83,7 +86,7 @@ def test_r50_model_builds_with_p6_from_c5():
     assert model.backbone.top_block.p6.in_channels == 2048
 
 
-@pytest.mark.parametrize("path", ["configs/foveabox_r18_synth.py", "configs/DSLA/foveabox_dsla_r18_synth.py"])
+@pytest.mark.parametrize("path", ["configs/foveabox_r18_synth.py", "projects/DSLA/configs/foveabox_dsla_r18_synth.py"])
 def test_synth_model_one_step(path):
     cfg = load(path)
     torch.manual_seed(0)

@@ -43,6 +43,18 @@ def test_qfl_and_vfl_elements():
     assert v.tolist() == pytest.approx([0.6 * LN2, 0.75 * 0.25 * LN2], abs=1e-6)
 
 
+def test_vfl_and_qfl_gradients_on_a_negative():
+    # VFL negative f(x) = α·σ²·(−log(1 − σ)), α = 0.75, at x = 0 (σ = 0.5, dσ/dx = 0.25):
+    # df/dσ = α·(2σ·(−log(1 − σ)) + σ²/(1 − σ)) = 0.75·(ln2 + 0.5) = 0.894860 → ×0.25 = 0.223715.
+    x = torch.zeros(1, requires_grad=True)
+    varifocal_loss(x, torch.zeros(1)).backward()
+    assert x.grad.item() == pytest.approx(0.75 * (LN2 + 0.5) * 0.25, abs=1e-6)
+    # QFL negative f = σ²·(−log(1 − σ)) (β 2): same derivative without α → 0.298287.
+    x = torch.zeros(1, requires_grad=True)
+    quality_focal_loss(x, torch.zeros(1)).backward()
+    assert x.grad.item() == pytest.approx((LN2 + 0.5) * 0.25, abs=1e-6)
+
+
 def test_soft_one_hot():
     t = soft_one_hot(torch.tensor([[1, 3]]), torch.tensor([[0.5, 0.0]]), num_classes=3)
     assert t.tolist() == [[[0.0, 0.5, 0.0], [0.0, 0.0, 0.0]]]  # label 3 = background: all zero

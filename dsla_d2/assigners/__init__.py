@@ -1,4 +1,5 @@
 """Label assigners. See :mod:`dsla_d2.assigners.base` for the contract."""
+from .atss import ATSSAssigner, DynamicATSSAssigner, resolve_iou_weight, select_topk_candidates, unbiased_std
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .dsla import DSLAAssigner, relaxation_score, relaxed_ranges
 from .dsla_fovea import DSLAFoveaAssigner

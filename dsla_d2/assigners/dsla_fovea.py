@@ -22,7 +22,7 @@ corrected by the DSLA spec) inside FoveaBox's own geometry:
 The dynamic part (label_d = label_s · IoU of the detached decoded prediction) is the
 shared :class:`~dsla_d2.quality.QualityCoupling` with ``cls_target="iou_product"``; QFL,
 the Σ label_d / Σ label_s normalisers and the box loss are :class:`DenseDetectionLoss`
-settings (see ``configs/DSLA/foveabox_dsla_R_50_FPN_1x.py``).
+settings (see ``projects/DSLA/configs/foveabox_dsla_R_50_FPN_1x.py``).
 """
 from typing import List, Sequence, Tuple
 

@@ -34,9 +34,11 @@ def quality_focal_loss(logits: Tensor, target: Tensor, beta: float = 2.0) -> Ten
 def varifocal_loss(logits: Tensor, target: Tensor, alpha: float = 0.75, gamma: float = 2.0) -> Tensor:
     """Varifocal Loss (Zhang et al., VarifocalNet, CVPR 2021, eq. 2), element-wise.
 
-    Positives (y > 0): y·BCE(σ, y); negatives (y = 0): α·σ^γ·BCE(σ, 0).
+    Positives (y > 0): y·BCE(σ, y); negatives (y = 0): α·σ^γ·BCE(σ, 0). The weight is
+    not detached: like the focal term of QFL, σ^γ is part of the loss's gradient (as in
+    the VarifocalNet code).
     """
     sigma = logits.sigmoid()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     weight = torch.where(target > 0, target, alpha * sigma.pow(gamma))
-    return bce * weight.detach()
+    return bce * weight

@@ -14,7 +14,7 @@ losses change. Ablation switches (command line or a derived config):
     model.quality.cls_target=iou         # "IoU only" (label_d = IoU)
     model.loss.box_loss=smooth_l1        # FoveaBox's SmoothL1 on log targets (or giou)
 """
-from ..common.models.foveabox import to_dsla_fovea
-from ..foveabox_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+from ....configs.common.models.foveabox import to_dsla_fovea
+from ....configs.foveabox_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
 to_dsla_fovea(model, box_loss="iou")

@@ -1,5 +1,5 @@
 """FCOS + DSLA on the embedded synthetic dataset: ``configs/fcos_r18_synth.py`` (small
-ResNet-18-style FPN, 2-conv 64-channel head, batch 8, 1200 iterations, same optimiser and
+ResNet-18-style FPN, 2-conv 64-channel head, batch 8, 900 iterations, same optimiser and
 schedule) with the DSLA parts of ``fcos_dsla_R_50_FPN_1x.py`` swapped in:
 
 * ``DSLAHead`` (no quality branch; the class score alone ranks detections);
@@ -12,7 +12,7 @@ schedule) with the DSLA parts of ``fcos_dsla_R_50_FPN_1x.py`` swapped in:
 
 The head's conv bias and the (absent) gradient clipping stay as in the FCOS synthetic
 config, so the two differ only in the parts the paper's Table 1 varies (plus the offset).
-The Table 1 rows on this dataset are ``configs/DSLA/synth_ablations/*.py``.
+The Table 1 rows on this dataset are ``projects/DSLA/configs/synth_ablations/*.py``.
 """
 from detectron2.config import LazyCall as L
 
@@ -22,9 +22,9 @@ from dsla_d2.losses import DenseDetectionLoss
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
 
-from ..common.models.fcos import STRIDES
-from ..common.models.small_backbone import FPN_CHANNELS
-from ..fcos_r18_synth import SYNTH_SIZE_RANGES, dataloader, lr_multiplier, model, optimizer, train
+from ....configs.common.models.fcos import STRIDES
+from ....configs.common.models.small_backbone import FPN_CHANNELS
+from ....configs.fcos_r18_synth import SYNTH_SIZE_RANGES, dataloader, lr_multiplier, model, optimizer, train
 
 model.head = L(DSLAHead)(
     in_channels=FPN_CHANNELS,

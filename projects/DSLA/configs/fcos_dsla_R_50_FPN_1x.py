@@ -19,7 +19,7 @@ DSLA parts (spec /work/shared/specs/dsla.md, decision 6):
 Paper part → key: core zone = ``model.assigner.core_zone``; interval relaxation =
 ``model.assigner.relaxation`` (κ = ``model.assigner.kappa``); IoU coupling =
 ``model.quality.cls_target`` ("iou_product" on, "static" off, "iou" = IoU only).
-The Table 1/2 rows are ``configs/DSLA/ablations/*.py``.
+The Table 1/2 rows are ``projects/DSLA/configs/ablations/*.py``.
 """
 from detectron2.config import LazyCall as L
 
@@ -30,8 +30,8 @@ from dsla_d2.losses import DenseDetectionLoss
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
 
-from ..common.models.fcos import STRIDES
-from ..fcos_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+from ....configs.common.models.fcos import STRIDES
+from ....configs.fcos_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
 COCO_SIZE_RANGES = [[0, 64], [64, 128], [128, 256], [256, 512], [512, 1e8]]
 

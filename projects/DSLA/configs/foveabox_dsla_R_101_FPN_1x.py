@@ -2,7 +2,7 @@
 R-101 38.6 -> 39.8 with DSLA, no recipe given). As ``foveabox_dsla_R_50_FPN_1x.py`` with
 a ResNet-101 (``train.init_checkpoint=/path/to/R-101.pkl``).
 """
-from ..common.models.foveabox import to_dsla_fovea
-from ..foveabox_R_101_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+from ....configs.common.models.foveabox import to_dsla_fovea
+from ....configs.foveabox_R_101_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
 to_dsla_fovea(model, box_loss="iou")

@@ -1,0 +1,332 @@
+"""ATSS (Zhang et al., CVPR 2020) and Dynamic ATSS (combined anchor / predicted IoUs).
+
+ATSS, per ground truth g (ATSS Alg. 1; the Dynamic ATSS paper §3.1, steps 1-5):
+
+1. L2 distances between the centres of all anchors and the centre of g;
+2. on every pyramid level the k anchors nearest to g (all of them if the level has fewer
+   than k) → k·L *candidates*;
+3. IoU(anchor, g) of the candidates, their mean m_g and unbiased std v_g;
+4. threshold t_g = m_g + v_g; a candidate with IoU ≥ t_g is a positive candidate;
+5. it is positive if its anchor centre is strictly inside g (margin 0.01 px:
+   min(cx − x1, cy − y1, x2 − cx, y2 − cy) > 0.01).
+
+An anchor that is positive for several gts takes the gt with the highest IoU; exact ties
+go to the lowest gt index (``torch.max`` returns the first maximum). Everything else is
+background.
+
+Dynamic ATSS (the paper's eqs. 1-4) replaces the anchor IoU (AIoU) of step 3-4 by the
+*combined* IoU of each candidate, using the IoU of the candidate's own decoded predicted box
+with g (PIoU, from detached predictions)::
+
+    CIoU         = w_a·AIoU + w_p·PIoU                                   (eq. 1)
+    mean(CIoU)   = w_a·mean(AIoU) + w_p·mean(PIoU)                       (eq. 2)
+    std(CIoU)    = w_a·std(AIoU)  + w_p·std(PIoU)   (sum of two stds)    (eq. 3)
+    threshold    = mean(CIoU) + std(CIoU)                                (eq. 4)
+
+The weights multiply each IoU set *before* its statistics are taken: with w ≥ 0,
+mean(w·X) = w·mean(X) and std(w·X) = w·std(X), so eqs. 2-3 are the paper's equations
+applied to the weighted terms w_a·AIoU and w_p·PIoU. The paper's method is w_a = w_p = 1;
+(w_a, w_p) = (1, 0) is ATSS exactly, (0, 1) is Table 2's "PIoU only" row; Table 3's rows
+are other constants and the iteration-dependent weights D_up = iter/max_iter and
+D_down = 1 − iter/max_iter. Eq. 3 is deliberately *not* the std of the summed IoUs.
+Positives satisfy CIoU ≥ threshold and the centre-inside rule; several gts → highest CIoU.
+
+Candidates are always chosen by anchor-centre distance (steps 1-2), for every variant.
+Soft classification targets (y = PIoU with QFL/VFL) and the IoU branch are not part of the
+assigner: they are ``QualityCoupling(cls_target="iou", branch="iou")`` and
+``DenseDetectionLoss(cls_loss="qfl"|"vfl")``.
+"""
+import logging
+from typing import List, Optional, Union
+
+import torch
+from torch import Tensor
+
+from detectron2.utils.events import get_event_storage
+
+from ..priors import Priors
+from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .geometry import aligned_box_iou, centerness_from_ltrb
+
+__all__ = ["ATSSAssigner", "DynamicATSSAssigner", "select_topk_candidates", "unbiased_std", "resolve_iou_weight"]
+
+logger = logging.getLogger(__name__)
+
+#: Iteration-dependent weights of Table 3: "up" = D_up = iter/max_iter,
+#: "down" = D_down = 1 − iter/max_iter.
+WEIGHT_SCHEDULES = ("up", "down")
+
+IoUWeight = Union[float, int, str]
+
+
+def resolve_iou_weight(weight: IoUWeight, progress: float) -> float:
+    """The numeric weight of an IoU term at training progress ``iter/max_iter`` ∈ [0, 1].
+
+    ``"up"`` → D_up = progress, ``"down"`` → D_down = 1 − progress (Table 3), a number →
+    itself.
+    """
+    if isinstance(weight, str):
+        if weight == "up":
+            return float(progress)
+        if weight == "down":
+            return 1.0 - float(progress)
+        raise ValueError(f"IoU weight {weight!r} is neither a number nor one of {WEIGHT_SCHEDULES}")
+    return float(weight)
+
+
+def _check_weight(name: str, weight: IoUWeight) -> IoUWeight:
+    if isinstance(weight, str):
+        if weight not in WEIGHT_SCHEDULES:
+            raise ValueError(f"{name}={weight!r}: expected a number ≥ 0 or one of {WEIGHT_SCHEDULES}")
+        return weight
+    weight = float(weight)
+    if not weight >= 0:  # also rejects NaN
+        raise ValueError(f"{name}={weight} must be ≥ 0")
+    return weight
+
+
+def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:
+    """Per level, the ``min(topk, n_level)`` priors nearest to each gt (ATSS step 2).
+
+    Ties in distance go to the lower prior index (stable sort), so the selection is
+    deterministic on every device.
+
+    Args:
+        distances: (N, R, G) distances between prior centres and gt centres, levels
+            concatenated along R in the order of ``num_per_level``.
+        num_per_level: priors per level (sums to R).
+        topk: k.
+    Returns:
+        (N, K, G) int64 prior indices into R, K = Σ_l min(k, n_l); within one (image, gt)
+        column they are distinct.
+    """
+    chunks = []
+    start = 0
+    for n in num_per_level:  # ≤ 5 FPN levels: the only Python loop
+        k = min(int(topk), int(n))
+        if k > 0:
+            d = distances[:, start : start + n]
+            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
+            chunks.append(order + start)
+        start += n
+    if not chunks:
+        n_img, _, g = distances.shape
+        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
+    return torch.cat(chunks, dim=1)
+
+
+def unbiased_std(values: Tensor, dim: int) -> Tensor:
+    """Unbiased (Bessel-corrected, divisor K − 1) standard deviation along ``dim``, as
+    ``torch.std`` / the ATSS code; defined as 0 when there are fewer than 2 values."""
+    k = values.shape[dim]
+    if k < 2:
+        return torch.zeros_like(values.sum(dim=dim))
+    return values.std(dim=dim, correction=1)
+
+
+@ASSIGNER_REGISTRY.register()
+class ATSSAssigner(DenseAssigner):
+    """ATSS adaptive training sample selection, with the Dynamic ATSS combined IoU as an
+    option (see the module docstring for the algorithm and equations).
+
+    With the defaults (``anchor_iou_weight=1``, ``pred_iou_weight=0``) this is ATSS and
+    ignores predictions. :class:`DynamicATSSAssigner` is the same class with the paper's
+    defaults (both weights 1).
+
+    Args:
+        topk: candidates per level and gt (k = 9).
+        center_margin: an anchor centre must be more than this many pixels inside every
+            side of the gt (0.01 in the ATSS code).
+        regression_weight: "centerness" weights each positive's box loss by the centerness
+            of its anchor centre w.r.t. its gt sides (FCOS eq. 3; the ATSS code); "uniform"
+            weights them 1.
+        anchor_iou_weight: w_a, the weight of the anchor IoUs: a number ≥ 0, or "up" /
+            "down" for D_up / D_down (Table 3).
+        pred_iou_weight: w_p, the weight of the predicted IoUs; same values. Non-zero (or a
+            schedule) makes the assigner read the detached predicted boxes.
+        max_iter: total training iterations, for D_up / D_down.
+        iteration: the current iteration for D_up / D_down. ``None`` (default) reads it from
+            Detectron2's current ``EventStorage`` (``storage.iter``); outside a trainer
+            (no storage) iteration 0 is used. Tests and scripts may set it (it is a plain
+            attribute) to evaluate a schedule at a given iteration.
+
+    ``extras`` of the returned :class:`Assignment`:
+        ``threshold`` (N, G): t_g (eq. 4; mean + std of the AIoUs for ATSS), 0 for
+        invalid gts; ``matched_iou`` (N, R): the (combined) IoU of each positive with its
+        gt, 0 on background; ``iou_weights`` (2,): (w_a, w_p) used for this batch.
+    """
+
+    def __init__(
+        self,
+        topk: int = 9,
+        center_margin: float = 0.01,
+        regression_weight: str = "centerness",
+        anchor_iou_weight: IoUWeight = 1.0,
+        pred_iou_weight: IoUWeight = 0.0,
+        max_iter: int = 90000,
+        iteration: Optional[int] = None,
+    ):
+        super().__init__()
+        if int(topk) < 1:
+            raise ValueError(f"topk={topk} must be ≥ 1")
+        if regression_weight not in ("centerness", "uniform"):
+            raise ValueError(f"regression_weight must be 'centerness' or 'uniform', got {regression_weight!r}")
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter={max_iter} must be ≥ 1")
+        self.topk = int(topk)
+        self.center_margin = float(center_margin)
+        self.regression_weight = regression_weight
+        self.anchor_iou_weight = _check_weight("anchor_iou_weight", anchor_iou_weight)
+        self.pred_iou_weight = _check_weight("pred_iou_weight", pred_iou_weight)
+        if self.anchor_iou_weight == 0.0 and self.pred_iou_weight == 0.0:
+            raise ValueError("anchor_iou_weight and pred_iou_weight cannot both be 0")
+        self.max_iter = int(max_iter)
+        self.iteration = iteration
+        self._warned_no_storage = False
+
+    @property
+    def needs_predictions(self) -> bool:  # overrides DenseAssigner's class attribute
+        return self.pred_iou_weight != 0.0
+
+    def extra_repr(self) -> str:
+        return (
+            f"topk={self.topk}, center_margin={self.center_margin}, regression_weight={self.regression_weight!r}, "
+            f"anchor_iou_weight={self.anchor_iou_weight!r}, pred_iou_weight={self.pred_iou_weight!r}, "
+            f"max_iter={self.max_iter}"
+        )
+
+    # ------------------------------------------------------------------ weights
+    def current_iteration(self) -> int:
+        if self.iteration is not None:
+            return int(self.iteration)
+        try:
+            return int(get_event_storage().iter)
+        except AssertionError:  # no EventStorage: outside a trainer
+            if self._uses_schedule() and not self._warned_no_storage:
+                logger.warning("%s: no EventStorage and no explicit iteration; using iteration 0", type(self).__name__)
+                self._warned_no_storage = True
+            return 0
+
+    def _uses_schedule(self) -> bool:
+        return isinstance(self.anchor_iou_weight, str) or isinstance(self.pred_iou_weight, str)
+
+    def progress(self) -> float:
+        """iter / max_iter clamped to [0, 1]."""
+        return min(max(self.current_iteration() / self.max_iter, 0.0), 1.0)
+
+    def iou_weights(self):
+        """(w_a, w_p) at the current iteration."""
+        progress = self.progress()
+        return (
+            resolve_iou_weight(self.anchor_iou_weight, progress),
+            resolve_iou_weight(self.pred_iou_weight, progress),
+        )
+
+    # ------------------------------------------------------------------ assignment
+    def assign(
+        self, priors: Priors, gt: GTBatch, num_classes: int, pred_boxes: Optional[Tensor] = None, **preds
+    ) -> Assignment:
+        """
+        Args:
+            priors: R priors; ``priors.anchors`` (R, 4) are the square anchors.
+            gt: padded gts (N, G).
+            pred_boxes: (N, R, 4) detached decoded predicted boxes (needed iff
+                :attr:`needs_predictions`).
+        """
+        anchors = priors.anchors
+        device = anchors.device
+        n_img, n_gt = gt.classes.shape
+        n_pri = anchors.shape[0]
+        w_a, w_p = self.iou_weights()
+        weights_t = torch.tensor([w_a, w_p], device=device)
+        if self.needs_predictions and pred_boxes is None:
+            raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
+
+        if n_gt == 0 or n_pri == 0:
+            matched = torch.full((n_img, n_pri), -1, dtype=torch.long, device=device)
+            return Assignment.from_matches(
+                gt,
+                matched,
+                num_classes,
+                extras={
+                    "threshold": torch.zeros(n_img, n_gt, device=device),
+                    "matched_iou": torch.zeros(n_img, n_pri, device=device),
+                    "iou_weights": weights_t,
+                },
+            )
+
+        boxes = gt.boxes.to(anchors.dtype)  # (N, G, 4)
+        anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
+        gt_centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
+
+        # Steps 1-2: L2 distance anchor centre ↔ gt centre, k nearest per level.
+        dist = (anchor_centers[None, :, None, :] - gt_centers[:, None, :, :]).pow(2).sum(-1).sqrt()  # (N, R, G)
+        cand = select_topk_candidates(dist, priors.num_per_level, self.topk)  # (N, K, G)
+        k_total = cand.shape[1]
+
+        # Candidate anchors / centres / predicted boxes, each (N, K, G, ·).
+        cand_anchors = anchors[cand]  # (N, K, G, 4)
+        cand_centers = anchor_centers[cand]  # (N, K, G, 2)
+        gt_b = boxes[:, None]  # (N, 1, G, 4)
+
+        # Step 3 / eq. 1: combined IoU of the candidates.
+        ciou = torch.zeros(n_img, k_total, n_gt, device=device, dtype=anchors.dtype)
+        threshold = torch.zeros(n_img, n_gt, device=device, dtype=anchors.dtype)
+        if w_a != 0.0:
+            aiou = aligned_box_iou(cand_anchors, gt_b)  # (N, K, G)
+            ciou = ciou + w_a * aiou
+            # eqs. 2-3, anchor part: w_a·(mean(AIoU) + std(AIoU))
+            threshold = threshold + w_a * (aiou.mean(dim=1) + unbiased_std(aiou, dim=1))
+        if w_p != 0.0:
+            flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
+            cand_pred = torch.gather(pred_boxes.to(anchors.dtype), 1, flat).view(n_img, k_total, n_gt, 4)
+            piou = torch.nan_to_num(aligned_box_iou(cand_pred, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
+            ciou = ciou + w_p * piou
+            # eqs. 2-3, predicted part: w_p·(mean(PIoU) + std(PIoU)) — a sum of stds.
+            threshold = threshold + w_p * (piou.mean(dim=1) + unbiased_std(piou, dim=1))
+        threshold = torch.where(gt.valid, threshold, torch.zeros_like(threshold))
+
+        # Steps 4-5 / eq. 4: CIoU ≥ threshold and the centre strictly inside the gt.
+        ltrb = torch.cat([cand_centers - gt_b[..., :2], gt_b[..., 2:] - cand_centers], dim=-1)  # (N, K, G, 4)
+        inside = ltrb.min(dim=-1).values > self.center_margin
+        positive = (ciou >= threshold[:, None, :]) & inside & gt.valid[:, None, :]  # (N, K, G)
+
+        # Back to all priors; an anchor positive for several gts takes the highest CIoU
+        # (exact ties: lowest gt index, the first maximum).
+        neg_inf = torch.full_like(ciou, float("-inf"))
+        score = torch.full((n_img, n_pri, n_gt), float("-inf"), device=device, dtype=ciou.dtype)
+        score.scatter_(1, cand, torch.where(positive, ciou, neg_inf))
+        best, matched = score.max(dim=2)  # (N, R)
+        is_pos = torch.isfinite(best)
+        matched = torch.where(is_pos, matched, torch.full_like(matched, -1))
+
+        reg_weights = None
+        if self.regression_weight == "centerness":
+            idx = matched.clamp(min=0)[..., None].expand(-1, -1, 4)
+            own = torch.gather(boxes, 1, idx)  # (N, R, 4) matched gt box
+            own_ltrb = torch.cat([anchor_centers[None] - own[..., :2], own[..., 2:] - anchor_centers[None]], dim=-1)
+            reg_weights = torch.where(is_pos, centerness_from_ltrb(own_ltrb), torch.zeros_like(best))
+
+        extras = {
+            "threshold": threshold,
+            "matched_iou": torch.where(is_pos, best, torch.zeros_like(best)),
+            "iou_weights": weights_t,
+        }
+        return Assignment.from_matches(gt, matched, num_classes, reg_weights=reg_weights, extras=extras)
+
+
+@ASSIGNER_REGISTRY.register()
+class DynamicATSSAssigner(ATSSAssigner):
+    """Dynamic ATSS: :class:`ATSSAssigner` with the combined IoU CIoU = AIoU + PIoU
+    (eqs. 1-4, weights 1:1 by default). Always reads the (detached) predicted boxes, even
+    for a weight schedule that is momentarily 0.
+
+    Args: as :class:`ATSSAssigner`, with ``pred_iou_weight=1.0`` by default.
+    """
+
+    def __init__(self, *, anchor_iou_weight: IoUWeight = 1.0, pred_iou_weight: IoUWeight = 1.0, **kwargs):
+        super().__init__(anchor_iou_weight=anchor_iou_weight, pred_iou_weight=pred_iou_weight, **kwargs)
+
+    @property
+    def needs_predictions(self) -> bool:
+        return True

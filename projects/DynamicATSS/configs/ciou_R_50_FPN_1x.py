@@ -1,0 +1,23 @@
+"""Dynamic ATSS with combined IoUs CIoU = AIoU + PIoU (eqs. 1-4), hard classification
+targets (focal loss) and the centerness branch.
+
+Paper: Table 1 "ATSS+CIoUs", Table 2 row 3 (AIoUs ✓ PIoUs ✓ centerness ✓), Table 3 row 1
+(PIoUs : AIoUs = 1 : 1): 39.75 AP (COCO val2017, R-50, 1x).
+
+Base of every other combined-IoU config in this folder. ``max_iter`` of the assigner
+follows ``train.max_iter`` (only the D_up / D_down weights of Table 3 read it).
+"""
+from detectron2.config import LazyCall as L
+
+from dsla_d2.assigners.atss import DynamicATSSAssigner
+
+from ....configs.atss_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.assigner = L(DynamicATSSAssigner)(
+    topk=9,
+    center_margin=0.01,
+    regression_weight="centerness",
+    anchor_iou_weight=1.0,  # w_a
+    pred_iou_weight=1.0,  # w_p
+    max_iter="${...train.max_iter}",
+)

@@ -1,0 +1,12 @@
+"""Dynamic ATSS paper, Table 3 row 7: combined IoUs with weights PIoUs 1 : AIoUs D_down
+(hard targets, centerness branch): 35.05 AP (COCO val2017, R-50, 1x; 1 : 1 gives 39.75).
+
+CIoU = w_a·AIoU + w_p·PIoU; threshold = w_a·(mean + std)(AIoU) + w_p·(mean + std)(PIoU).
+
+D_up = iter/max_iter and D_down = 1 − iter/max_iter, with the iteration read from
+Detectron2's EventStorage and max_iter = train.max_iter.
+"""
+from .ciou_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.assigner.pred_iou_weight = 1.0  # w_p
+model.assigner.anchor_iou_weight = "down"  # w_a
