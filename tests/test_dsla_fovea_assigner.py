@@ -16,7 +16,10 @@ import math
 import pytest
 import torch
 
-from dsla_d2.assigners.dsla_fovea import DSLAFoveaAssigner, core_zone_mask, relaxed_bounds, relaxed_scale_score
+from dsla_d2.assigners.dsla import core_zone_mask
+from dsla_d2.assigners.dsla import relaxation_score as relaxed_scale_score
+from dsla_d2.assigners.dsla import relaxed_ranges as relaxed_bounds
+from dsla_d2.assigners.dsla_fovea import DSLAFoveaAssigner
 from dsla_d2.assigners.fovea import FOVEA_SCALE_RANGES
 from dsla_d2.box_coders import FoveaLogBoxCoder
 from dsla_d2.heads import FoveaBoxHead

@@ -29,7 +29,7 @@ from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .fcos import DEFAULT_SIZE_RANGES, per_prior_ranges
 from .geometry import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
 
-__all__ = ["DSLAAssigner", "relaxed_ranges", "relaxation_score"]
+__all__ = ["DSLAAssigner", "relaxed_ranges", "relaxation_score", "core_zone_mask"]
 
 #: Lower bound of the ramp denominators of eq. 4 (the authors' code clamps them at 0.01).
 RAMP_EPS = 0.01
@@ -73,6 +73,21 @@ def relaxation_score(m: Tensor, lo: Tensor, hi: Tensor, glo: Tensor, ghi: Tensor
     h = torch.where((m >= lo) & (m <= hi), torch.ones_like(m), h)
     h = torch.where((m > hi) & (m <= ghi), right, h)
     return h
+
+
+def core_zone_mask(points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
+    """DSLA's core zone (eq. 5-6): |x − cx| ≤ s/2 and |y − cy| ≤ s/2 (inclusive, as the
+    authors' code), s the stride of the point's own level.
+
+    Args:
+        points: (R, 2); strides: (R,); boxes: (N, G, 4).
+    Returns:
+        (N, R, G) bool, not yet restricted to points inside the box.
+    """
+    centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
+    delta = (points[None, :, None, :] - centers[:, None, :, :]).abs()  # (N, R, G, 2)
+    half = (strides / 2)[None, :, None, None]
+    return (delta <= half).all(dim=-1)
 
 
 @ASSIGNER_REGISTRY.register()
@@ -162,11 +177,7 @@ class DSLAAssigner(DenseAssigner):
         if self.core_zone:
             # Eq. 5-6: the core zone is the square of side s (the point's own level stride)
             # around the gt centre, clipped to the box; inclusive edges as the code.
-            half = (strides / 2)[None, :, None]  # (1, R, 1)
-            centers = gt.centers  # (N, G, 2)
-            dx = (points[None, :, None, 0] - centers[:, None, :, 0]).abs()
-            dy = (points[None, :, None, 1] - centers[:, None, :, 1]).abs()
-            in_core = (dx <= half) & (dy <= half) & inside
+            in_core = core_zone_mask(points, strides, gt.boxes) & inside
             ctr = torch.where(in_core, torch.ones_like(ctr), ctr)
 
         # Eq. 3-4: the head score from m = max(l, t, r, b) (pixels).

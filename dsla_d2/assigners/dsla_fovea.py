@@ -31,52 +31,12 @@ from torch import Tensor
 
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .dsla import core_zone_mask, relaxation_score, relaxed_ranges
 from .fcos import per_prior_ranges
 from .fovea import FOVEA_SCALE_RANGES, fovea_mask, gt_sqrt_areas, paint_order_match
 from .geometry import centerness_from_ltrb, point_box_ltrb
 
-__all__ = ["DSLAFoveaAssigner", "relaxed_bounds", "relaxed_scale_score", "core_zone_mask"]
-
-
-def relaxed_bounds(scale_ranges: Sequence[Tuple[float, float]], kappa: float) -> List[Tuple[float, float]]:
-    """DSLA's relaxed intervals G_l = (int(lo_l·(1−κ)), int(hi_l·(1+κ))) (integer
-    truncation, as in the DSLA code). With FoveaBox's ranges and κ = 0.2:
-    (0, 76), (25, 153), (51, 307), (102, 614), (204, 2457)."""
-    return [(float(int(lo * (1 - kappa))), float(int(hi * (1 + kappa)))) for lo, hi in scale_ranges]
-
-
-def relaxed_scale_score(m: Tensor, lo: Tensor, hi: Tensor, glo: Tensor, ghi: Tensor) -> Tensor:
-    """DSLA eq. 4 (ramps as in the code: 1 at the range boundary, 0 at the relaxed bound).
-
-    h(m) = (m − Glo)/max(lo − Glo, 0.01)   if Glo ≤ m < lo
-           1                               if lo ≤ m ≤ hi
-           (Ghi − m)/max(Ghi − hi, 0.01)   if hi < m ≤ Ghi
-           0                               otherwise.
-    Without relaxation pass Glo = lo and Ghi = hi (then h is the indicator of [lo, hi]).
-
-    All arguments broadcast together (e.g. m (N, 1, G), bounds (1, R, 1)).
-    """
-    up = (m - glo) / (lo - glo).clamp(min=0.01)
-    down = (ghi - m) / (ghi - hi).clamp(min=0.01)
-    zero = torch.zeros_like(up)
-    h = torch.where((m >= glo) & (m < lo), up, zero)
-    h = torch.where((m >= lo) & (m <= hi), torch.ones_like(h), h)
-    return torch.where((m > hi) & (m <= ghi), down, h)
-
-
-def core_zone_mask(points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
-    """DSLA's core zone: |x − cx| ≤ s/2 and |y − cy| ≤ s/2 (inclusive), s the stride of
-    the point's own level.
-
-    Args:
-        points: (R, 2); strides: (R,); boxes: (N, G, 4).
-    Returns:
-        (N, R, G) bool (not yet restricted to points inside the box).
-    """
-    centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
-    delta = (points[None, :, None, :] - centers[:, None, :, :]).abs()  # (N, R, G, 2)
-    half = (strides / 2)[None, :, None, None]
-    return (delta <= half).all(dim=-1)
+__all__ = ["DSLAFoveaAssigner"]
 
 
 @ASSIGNER_REGISTRY.register()
@@ -120,7 +80,7 @@ class DSLAFoveaAssigner(DenseAssigner):
         self.sigma = float(sigma)
         self.centerness_eps = float(centerness_eps)
         # (Glo, Ghi) per level; without relaxation the ramps vanish: (lo, hi).
-        relaxed = relaxed_bounds(self.scale_ranges, self.kappa)
+        relaxed = relaxed_ranges(self.scale_ranges, self.kappa)
         self.relaxed_ranges = relaxed if self.relaxation else list(self.scale_ranges)
 
     def static_labels(self, priors: Priors, gt: GTBatch) -> Tensor:
@@ -133,7 +93,7 @@ class DSLAFoveaAssigner(DenseAssigner):
             c = torch.where(core, torch.ones_like(c), c)
         lo, hi = per_prior_ranges(priors, self.scale_ranges)
         glo, ghi = per_prior_ranges(priors, self.relaxed_ranges)
-        h = relaxed_scale_score(
+        h = relaxation_score(
             gt_sqrt_areas(gt)[:, None, :], lo[None, :, None], hi[None, :, None], glo[None, :, None], ghi[None, :, None]
         )
         keep = inside & gt.valid[:, None, :]
