@@ -20,8 +20,6 @@ Parts (ATSS paper and the authors' / mmdetection's code):
 import math
 
 from detectron2.config import LazyCall as L
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from dsla_d2.assigners.atss import ATSSAssigner
 from dsla_d2.box_coders import DeltaBoxCoder
@@ -31,20 +29,12 @@ from dsla_d2.meta_arch import DslaATSS
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
 
+from .resnet_fpn import resnet_fpn
+
 STRIDES = [8, 16, 32, 64, 128]
 
 model = L(DslaATSS)(
-    backbone=L(FPN)(
-        bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="FrozenBN"),
-            out_features=["res3", "res4", "res5"],
-            freeze_at=2,
-        ),
-        in_features=["res3", "res4", "res5"],
-        out_channels=256,
-        top_block=L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p5"),
-    ),
+    backbone=resnet_fpn(depth=50),
     head=L(ATSSHead)(
         in_channels=256,
         num_classes="${..num_classes}",

@@ -20,8 +20,6 @@ Facts from the FoveaBox paper (Kong et al., IEEE TIP 2020) and mmdetection's
 :func:`to_dsla_fovea` turns this model into DSLA-FoveaBox (our design).
 """
 from detectron2.config import LazyCall as L
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from dsla_d2.assigners.dsla_fovea import DSLAFoveaAssigner
 from dsla_d2.assigners.fovea import FoveaAssigner
@@ -32,22 +30,14 @@ from dsla_d2.meta_arch import DslaFoveaBox
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
 
+from .resnet_fpn import resnet_fpn
+
 STRIDES = [8, 16, 32, 64, 128]
 BASE_EDGES = [16, 32, 64, 128, 256]
 SCALE_RANGES = [[1, 64], [32, 128], [64, 256], [128, 512], [256, 2048]]
 
 model = L(DslaFoveaBox)(
-    backbone=L(FPN)(
-        bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="FrozenBN"),
-            out_features=["res3", "res4", "res5"],
-            freeze_at=2,
-        ),
-        in_features=["res3", "res4", "res5"],
-        out_channels=256,
-        top_block=L(LastLevelP6P7)(in_channels=2048, out_channels=256, in_feature="res5"),
-    ),
+    backbone=resnet_fpn(depth=50, p6_from="res5"),
     head=L(FoveaBoxHead)(
         in_channels=256,
         num_classes="${..num_classes}",

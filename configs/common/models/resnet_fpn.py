@@ -1,0 +1,24 @@
+"""ResNet + FPN P3-P7 for the COCO detectors (Detectron2's MSRA ImageNet weights: caffe
+style, BGR, FrozenBN, ``stride_in_1x1``, pixel_std 1; res2 and the stem frozen)."""
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+
+
+def resnet_fpn(depth: int = 50, p6_from: str = "p5"):
+    """ResNet-``depth`` + FPN with 256 channels on P3-P7.
+
+    ``p6_from="p5"``: P6 from the P5 output (FCOS, ATSS, DSLA); ``"res5"``: from C5
+    (mmdetection's ``add_extra_convs="on_input"``, its FoveaBox recipe).
+    """
+    return L(FPN)(
+        bottom_up=L(ResNet)(
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stages=L(ResNet.make_default_stages)(depth=depth, stride_in_1x1=True, norm="FrozenBN"),
+            out_features=["res3", "res4", "res5"],
+            freeze_at=2,
+        ),
+        in_features=["res3", "res4", "res5"],
+        out_channels=256,
+        top_block=L(LastLevelP6P7)(in_channels=256 if p6_from == "p5" else 2048, out_channels=256, in_feature=p6_from),
+    )
