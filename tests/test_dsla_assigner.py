@@ -25,16 +25,6 @@ STRIDES = [8, 16, 32, 64, 128]
 NC = 10  # number of classes in these tests; label NC = background
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the 2 shared CPU cores are oversubscribed, and OpenMP's
-    spinning workers then make even tiny convolutions take seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_priors(points_levels):
     """[(x, y, level), ...] -> Priors over the 5 COCO levels (sorted by level)."""
     pl = sorted(points_levels, key=lambda p: p[2])

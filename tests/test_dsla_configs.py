@@ -18,15 +18,6 @@ from dsla_d2.quality import QualityCoupling
 from tiny import make_inputs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the 2 shared CPU cores are oversubscribed, and OpenMP's
-    spinning workers then make even tiny convolutions take seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 ROOT = os.path.join(os.path.dirname(__file__), "..", "projects", "DSLA", "configs")
 
 # Paper Table 1 (core zone, interval relaxation, IoU coupling) and Table 2 (κ), typed from the

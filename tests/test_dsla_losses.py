@@ -24,16 +24,6 @@ from dsla_d2.quality import QualityCoupling
 from tiny import TwoLevelBackbone, gt_instances, make_inputs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the 2 shared CPU cores are oversubscribed, and OpenMP's
-    spinning workers then make even tiny convolutions take seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class RecordingLoss(DenseDetectionLoss):
     """DenseDetectionLoss that keeps what the meta-architecture handed it."""
 

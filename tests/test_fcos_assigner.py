@@ -4,7 +4,6 @@ Grid used below: two levels, strides 8 and 16, a 32×32 image, offset 0.5, so
 level 0 points are x, y ∈ {4, 12, 20, 28} (prior index 4·i + j) and level 1 points are
 x, y ∈ {8, 24} (indices 16 + 2·i + j). Size ranges [[0, 12], [12, 1e8]].
 """
-import math
 
 import pytest
 import torch

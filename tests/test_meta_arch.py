@@ -4,8 +4,6 @@ import math
 import pytest
 import torch
 
-from dsla_d2.assigners import FCOSAssigner
-from dsla_d2.heads import FCOSHead
 from dsla_d2.quality import QualityCoupling
 
 from tiny import make_inputs, tiny_fcos

@@ -4,7 +4,6 @@ Each run is a few iterations of the embedded-dataset config, shrunk on the comma
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -24,7 +24,7 @@ shared :class:`~dsla_d2.quality.QualityCoupling` with ``cls_target="iou_product"
 the Σ label_d / Σ label_s normalisers and the box loss are :class:`DenseDetectionLoss`
 settings (see ``projects/DSLA/configs/foveabox_dsla_R_50_FPN_1x.py``).
 """
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor

@@ -1,5 +1,4 @@
 """Loss normalisers averaged over processes, so N GPUs give the loss of one big batch."""
-import torch
 import torch.distributed as dist
 from torch import Tensor
 

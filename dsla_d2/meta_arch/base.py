@@ -13,7 +13,7 @@ method is a choice of parts in a config file. Training, for all images and level
 5. :class:`~dsla_d2.losses.DenseDetectionLoss` computes the classification and box losses.
 """
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import Tensor, nn
