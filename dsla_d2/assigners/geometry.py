@@ -26,12 +26,12 @@ def centerness_from_ltrb(ltrb: Tensor, eps: float = 0.0) -> Tensor:
     Numerators are clamped at 0; ``eps`` is a lower bound on the denominators (DSLA's code
     uses 0.01, FCOS none). Locations outside the box get 0.
     """
-    lr = ltrb[..., [0, 2]]
-    tb = ltrb[..., [1, 3]]
-    lr_min = lr.min(dim=-1).values.clamp(min=0)
-    tb_min = tb.min(dim=-1).values.clamp(min=0)
-    lr_max = lr.max(dim=-1).values.clamp(min=max(eps, 1e-12))
-    tb_max = tb.max(dim=-1).values.clamp(min=max(eps, 1e-12))
+    l, t, r, b = ltrb.unbind(dim=-1)  # plain views: no gather over the (N, R, G) grid
+    floor = max(eps, 1e-12)
+    lr_min = torch.minimum(l, r).clamp(min=0)
+    tb_min = torch.minimum(t, b).clamp(min=0)
+    lr_max = torch.maximum(l, r).clamp(min=floor)
+    tb_max = torch.maximum(t, b).clamp(min=floor)
     return torch.sqrt((lr_min / lr_max) * (tb_min / tb_max))
 
 
