@@ -61,16 +61,32 @@ def _render_with_fractions(split, seed, index, **params):
 
 
 # --------------------------------------------------------------------------- fixtures
+def _hue_stats(img, anns, vis, class_vectors, bg_hist):
+    """Accumulate, per class, the sum of unit hue vectors of the visible pixels of its
+    objects (and their number), and a 12-bin (30 degree) hue histogram of the saturated background pixels."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    hue = hsv[..., 0].astype(np.float64) * (np.pi / 90)  # OpenCV hue is degrees / 2
+    for k, a in enumerate(anns):
+        if not a["iscrowd"]:
+            h = hue[vis == k]
+            class_vectors[a["category_id"] - 1] += [np.cos(h).sum(), np.sin(h).sum(), len(h)]
+    bg = (vis == -1) & (hsv[..., 1] >= 64)
+    bg_hist += np.bincount((hsv[..., 0][bg] // 15).astype(int), minlength=12)[:12]
+
+
 @pytest.fixture(scope="module")
 def stats_generation(tmp_path_factory):
     """~200 images generated once for the distribution tests, with the visible fraction
-    of every annotation (in json order) recorded during the generation."""
+    of every annotation (in json order) recorded during the generation, and hue
+    statistics (see :func:`_hue_stats`) of the rendered images."""
     out = tmp_path_factory.mktemp("synth_stats")
     fractions = []
+    hues = {"class_vectors": np.zeros((len(SYNTH_CLASSES), 3)), "bg_hist": np.zeros(12)}
 
     def render(split, seed, index, **params):
-        img, anns, _, frac = _render_with_fractions(split, seed, index, **params)
+        img, anns, vis, frac = _render_with_fractions(split, seed, index, **params)
         fractions.extend(frac)
+        _hue_stats(img, anns, vis, hues["class_vectors"], hues["bg_hist"])
         return img, anns
 
     with pytest.MonkeyPatch.context() as mp:
@@ -79,7 +95,7 @@ def stats_generation(tmp_path_factory):
     with open(json_path) as f:
         data = json.load(f)
     assert len(fractions) == len(data["annotations"])
-    return out, json_path, data, np.array(fractions)
+    return out, json_path, data, np.array(fractions), hues
 
 
 @pytest.fixture(scope="module")
@@ -243,23 +259,21 @@ def test_overlap_and_class_balance(stats_dataset):
     assert overlapping >= 20
 
 
-def test_colour_does_not_give_away_the_class(tmp_path):
-    """Colours are random per instance: the mean colour of each class is near the
-    overall mean, and colours vary widely inside each class."""
-    per_class = {k: [] for k in range(1, 7)}
-    for index in range(60):
-        img, anns = synthetic.render_synthetic_image("colour", 0, index)
-        for a in anns:
-            x, y, w, h = (int(v) for v in a["bbox"])
-            if w >= 8 and h >= 8 and a["category_id"] != 5 and not a["iscrowd"]:  # no rings (hole)
-                cx, cy = x + w // 2, y + h // 2
-                per_class[a["category_id"]].append(img[cy - 1 : cy + 2, cx - 1 : cx + 2].mean((0, 1)))
-    means = {k: np.mean(v, 0) for k, v in per_class.items() if len(v) >= 10}
-    assert len(means) >= 4
-    overall = np.mean(list(means.values()), 0)
-    for k, m in means.items():
-        assert np.abs(m - overall).max() < 45, (SYNTH_CLASSES[k - 1], m, overall)
-        assert np.std(per_class[k], 0).mean() > 40
+def test_class_hue_bands(stats_generation):
+    """Each class is painted in its hue band (centre k * 60 degrees, +-12 degrees jitter):
+    the circular mean hue of the visible pixels of each class is within 20 degrees of the
+    band centre. Background and distractors are not restricted to any band: the saturated
+    background pixels cover more than 180 degrees of hue (> 6 of 12 30-degree bins)."""
+    hues = stats_generation[4]
+    assert synthetic.CLASS_HUE_CENTRES == tuple(60.0 * k for k in range(6))
+    for k, (c, s, n) in enumerate(hues["class_vectors"]):
+        mean = math.degrees(math.atan2(s, c)) % 360
+        dist = abs((mean - 60.0 * k + 180) % 360 - 180)
+        assert dist <= 20, (SYNTH_CLASSES[k], mean)
+        # and concentrated: mean resultant length near 1, not spread over the wheel
+        assert math.hypot(c, s) / n > 0.9, (SYNTH_CLASSES[k], math.hypot(c, s) / n)
+    frac = hues["bg_hist"] / hues["bg_hist"].sum()
+    assert (frac > 0.01).sum() > 6, frac
 
 
 def test_boxes_are_tight_boxes_of_visible_pixels():
@@ -287,7 +301,7 @@ def test_boxes_are_tight_boxes_of_visible_pixels():
 def test_mostly_hidden_but_visible_instances_are_crowd(stats_generation):
     """Instances with a visible fraction < 0.3 are no objects; the clearly visible ones
     (visible box >= 8x8, >= 64 visible pixels) are iscrowd annotations."""
-    _, _, data, fractions = stats_generation
+    _, _, data, fractions, _ = stats_generation
     crowd = np.array([a["iscrowd"] for a in data["annotations"]], bool)
     assert crowd.sum() >= 3, crowd.sum()
     assert crowd.sum() < 0.05 * len(crowd)
