@@ -343,7 +343,9 @@ def test_invalid_arguments():
 @pytest.mark.parametrize("cls", [ATSSAssigner, DynamicATSSAssigner])
 def test_empty_degenerate_and_padded(cls):
     priors = grid3()
-    kwargs = dict(pred_boxes=torch.rand(3, 21, 4) * 10 + torch.tensor([0.0, 0.0, 10.0, 10.0]))
+    # Predicted boxes = the anchors: PIoU = AIoU, so CIoU = 2·AIoU with twice ATSS's
+    # threshold, and Dynamic ATSS must find exactly ATSS's positives (deterministic).
+    kwargs = dict(pred_boxes=priors.anchors.expand(3, 21, 4).clone())
     # No gts at all (G = 0).
     empty = [gt_instances([], [], (32, 32)), gt_instances([], [], (32, 32))]
     a = cls(topk=4)(priors, empty, 3, pred_boxes=kwargs["pred_boxes"][:2])
@@ -360,6 +362,7 @@ def test_empty_degenerate_and_padded(cls):
     assert (a.matched_gt[1:] == -1).all() and (a.labels[1:] == 3).all()
     assert a.extras["threshold"][1:].abs().sum() == 0
     assert len(positives(a, 0)) > 0
+    assert positives(a, 0) == positives(ATSSAssigner(topk=4)(priors, batch, 3), 0)
     assert torch.isfinite(a.reg_weights).all() and torch.isfinite(a.box_targets).all()
 
 
