@@ -1,6 +1,6 @@
 """ATSS on the embedded synthetic dataset (same budget as ``fcos_r18_synth.py``).
 
-Small ResNet-18-style FPN (random init), 2-conv 64-channel head, images ~256-448 px,
+Small ResNet-18-style FPN (random init), 2-conv 64-channel head, images of 176-208 px,
 batch 8; budget, optimiser and schedule imported from ``fcos_r18_synth.py`` so the
 embedded-dataset rows of the methods compare.
 

@@ -1,8 +1,8 @@
 """FoveaBox on the embedded synthetic dataset (same backbone, budget and schedule as
 ``configs/fcos_r18_synth.py``, so the embedded-dataset rows of the methods compare).
 
-Small ResNet-18-style FPN (random init), 2-conv 64-channel head, images ~256-448 px,
-batch 8, 900 iterations. The images are about a third of COCO's size; like the FCOS
+Small ResNet-18-style FPN (random init), 2-conv 64-channel head, images of 176-208 px,
+batch 8, the budget of fcos_r18_synth.py. The images are about a third of COCO's size; like the FCOS
 synth config (which halves FCOS's size ranges) we **halve FoveaBox's scale ranges and its
 base edges together**: ranges ((0.5,32), (16,64), (32,128), (64,256), (128,1024)), base
 edges (8, 16, 32, 64, 128). Scaling both by the same factor keeps η = 2, keeps every

@@ -132,11 +132,12 @@ class AssignedDenseDetector(DenseDetector):
             pred_boxes=pred_boxes.detach(),
             pred_logits=preds["cls_logits"].detach(),
         )
-        ious = torch.zeros_like(assignment.reg_weights)
-        if self.quality.needs_iou:
-            with torch.no_grad():
-                ious = aligned_box_iou(pred_boxes.detach(), assignment.box_targets)
-                ious = torch.where(assignment.reg_mask, ious, torch.zeros_like(ious))
+        # IoU of each regression positive's detached prediction with its target: the
+        # quality coupling's input (DSLA label_d, Dynamic ATSS soft targets, IoU branch),
+        # and a training statistic. It never carries gradient.
+        with torch.no_grad():
+            ious = aligned_box_iou(pred_boxes.detach(), assignment.box_targets)
+            ious = torch.where(assignment.reg_mask, ious, torch.zeros_like(ious))
         target_scores = self.quality.classification_targets(assignment, ious)
         losses = self.loss(
             preds["cls_logits"], pred_boxes, preds["box_reg"], assignment, target_scores, self.box_coder, priors
@@ -144,7 +145,7 @@ class AssignedDenseDetector(DenseDetector):
         if self.quality.branch is not None:
             losses["loss_quality"] = self.quality.branch_loss(preds["quality"][..., 0], priors, assignment, ious)
         if assignment.reg_mask.any():
-            put_scalar("mean_pos_iou", aligned_box_iou(pred_boxes.detach(), assignment.box_targets)[assignment.reg_mask].mean())
+            put_scalar("mean_pos_iou", ious[assignment.reg_mask].mean())
         return losses
 
     # ------------------------------------------------------------------ inference

@@ -55,10 +55,6 @@ class QualityCoupling(nn.Module):
         self.branch_weight = branch_weight
         self.score_sqrt = score_sqrt
 
-    @property
-    def needs_iou(self) -> bool:
-        return self.branch == "iou" or self.cls_target != "static"
-
     def classification_targets(self, assignment: Assignment, ious: Tensor) -> Tensor:
         """(N, R) target score of the labelled class; 0 on background.
 

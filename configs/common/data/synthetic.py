@@ -1,6 +1,7 @@
 """The embedded synthetic dataset (``dsla_synth_train``/``dsla_synth_val``, generated on
-first use under ``$DSLA_D2_SYNTH_ROOT`` or ``$DETECTRON2_DATASETS/dsla_synth``): images of
-256–384 px kept at their size, horizontal flip, batch 8 for 2 CPU cores."""
+first use under ``$DSLA_D2_SYNTH_ROOT`` or ``$DETECTRON2_DATASETS/dsla_synth``): the
+256–384 px images are resized to a shorter side of 176–208 px (test: 192), horizontal
+flip, batch 8 — sized for 2 CPU cores."""
 from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
@@ -17,7 +18,7 @@ dataloader.train = L(build_detection_train_loader)(
     mapper=L(CheckedDatasetMapper)(
         is_train=True,
         augmentations=[
-            L(T.ResizeShortestEdge)(short_edge_length=[256, 288, 320], max_size=448, sample_style="choice"),
+            L(T.ResizeShortestEdge)(short_edge_length=[176, 192, 208], max_size=288, sample_style="choice"),
             L(T.RandomFlip)(horizontal=True),
         ],
         image_format="BGR",
@@ -31,7 +32,7 @@ dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="dsla_synth_val", filter_empty=False),
     mapper=L(CheckedDatasetMapper)(
         is_train=False,
-        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=288, max_size=448)],
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=192, max_size=288)],
         image_format="${...train.mapper.image_format}",
     ),
     num_workers=1,

@@ -1,5 +1,5 @@
 """FCOS + DSLA on the embedded synthetic dataset: ``configs/fcos_r18_synth.py`` (small
-ResNet-18-style FPN, 2-conv 64-channel head, batch 8, 900 iterations, same optimiser and
+ResNet-18-style FPN, 2-conv 64-channel head, batch 8, 1200 iterations, same optimiser (AdamW) and
 schedule) with the DSLA parts of ``fcos_dsla_R_50_FPN_1x.py`` swapped in:
 
 * ``DSLAHead`` (no quality branch; the class score alone ranks detections);
