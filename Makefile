@@ -1,6 +1,6 @@
 # dsla_d2 — the two commands of the README quick start, and their set-up.
-#   make demo   train the default detector on the embedded dataset, evaluate it with
-#               COCOEvaluator (AP table), draw predictions to output/fcos_synth/demo.png
+#   make demo   train the default detector (ATSS) on the embedded dataset, evaluate it with
+#               COCOEvaluator (AP table), draw predictions to output/atss_synth/demo.png
 #   make test   run the test suite
 # Both first run the set-up (a .venv in the repo); it is a no-op once done.
 
@@ -8,8 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dsla_d2-installed
-DEMO_CONFIG ?= configs/fcos_r18_synth.py
-DEMO_OUT ?= output/fcos_synth
+DEMO_CONFIG ?= configs/atss_r18_synth.py
+DEMO_OUT ?= output/atss_synth
 PYTEST_ARGS ?=
 
 .PHONY: install demo test bench clean-venv

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Train-step time (forward + backward + SGD step) of several detectors on the same inputs.
+
+    python benchmarks/bench_train_step.py [--configs A.py B.py ...] [--batch 8] [--steps 10]
+
+Every model is built from its lazy config, fed the same fixed batch of embedded-dataset
+images, and timed over ``--steps`` steps after 2 warm-up steps; the table gives the median
+step time and the ratio to the first config.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+import dsla_d2  # noqa: F401
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog
+from detectron2.utils.events import EventStorage
+
+from dsla_d2.data import CheckedDatasetMapper
+import detectron2.data.transforms as T
+
+DEFAULT = [
+    "configs/fcos_r18_synth.py",
+    "projects/DSLA/configs/fcos_dsla_r18_synth.py",
+    "configs/atss_r18_synth.py",
+    "projects/DynamicATSS/configs/dynamic_atss_qfl_iou_branch_r18_synth.py",
+    "configs/foveabox_r18_synth.py",
+    "projects/DSLA/configs/foveabox_dsla_r18_synth.py",
+]
+
+
+def fixed_batch(n):
+    mapper = CheckedDatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(192, 288)], image_format="BGR")
+    return [mapper(d) for d in DatasetCatalog.get("dsla_synth_val")[:n]]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=DEFAULT)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    batch = fixed_batch(args.batch)
+    rows = []
+    for path in args.configs:
+        cfg = LazyConfig.load(path)
+        torch.manual_seed(0)
+        model = instantiate(cfg.model).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        times = []
+        with EventStorage(0):
+            for step in range(args.steps + 2):
+                t0 = time.perf_counter()
+                loss = sum(model(batch).values())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step >= 2:
+                    times.append(time.perf_counter() - t0)
+        rows.append((path, statistics.median(times)))
+        print(f"{path}: {rows[-1][1] * 1000:.0f} ms/step", flush=True)
+    base = rows[0][1]
+    print(f"\nthreads={torch.get_num_threads()} batch={args.batch}\n| config | ms/step | relative |\n|---|---|---|")
+    for path, t in rows:
+        print(f"| {path} | {t * 1000:.0f} | {t / base:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
