@@ -36,6 +36,25 @@ def fixed_batch(n):
     return [mapper(d) for d in DatasetCatalog.get("dsla_synth_val")[:n]]
 
 
+def time_steps(path, batch, steps):
+    """Median seconds of a train step of the config's model, after 2 untimed steps."""
+    cfg = LazyConfig.load(path)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    times = []
+    with EventStorage(0):
+        for step in range(steps + 2):
+            t0 = time.perf_counter()
+            loss = sum(model(batch).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step >= 2:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=DEFAULT)
@@ -43,23 +62,12 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args()
     batch = fixed_batch(args.batch)
+    # Untimed first: the first model of a process pays one-time costs (allocator growth,
+    # thread pool start-up) and would look ~20% slower than it is.
+    time_steps(args.configs[0], batch, 2)
     rows = []
     for path in args.configs:
-        cfg = LazyConfig.load(path)
-        torch.manual_seed(0)
-        model = instantiate(cfg.model).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        times = []
-        with EventStorage(0):
-            for step in range(args.steps + 2):
-                t0 = time.perf_counter()
-                loss = sum(model(batch).values())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if step >= 2:
-                    times.append(time.perf_counter() - t0)
-        rows.append((path, statistics.median(times)))
+        rows.append((path, time_steps(path, batch, args.steps)))
         print(f"{path}: {rows[-1][1] * 1000:.0f} ms/step", flush=True)
     base = rows[0][1]
     print(f"\nthreads={torch.get_num_threads()} batch={args.batch}\n| config | ms/step | relative |\n|---|---|---|")
