@@ -30,6 +30,7 @@ from dsla_d2.meta_arch import DslaFoveaBox
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
 
+from .dsla_parts import dsla_loss, dsla_quality
 from .resnet_fpn import resnet_fpn
 
 STRIDES = [8, 16, 32, 64, 128]
@@ -98,15 +99,6 @@ def to_dsla_fovea(model, box_loss="iou"):
         sigma=model.assigner.sigma,
         centerness_eps=0.01,
     )
-    model.quality = L(QualityCoupling)(branch=None, cls_target="iou_product")
-    model.loss = L(DenseDetectionLoss)(
-        cls_loss="qfl",
-        qfl_beta=2.0,
-        cls_normalizer="sum_scores",
-        cls_weight=2.0,
-        box_loss=box_loss,
-        smooth_l1_beta=0.11,
-        box_normalizer="sum_weights",
-        box_weight=1.0,
-    )
+    model.quality = dsla_quality()
+    model.loss = dsla_loss(box_loss=box_loss)
     return model

@@ -26,10 +26,9 @@ from detectron2.config import LazyCall as L
 from dsla_d2.assigners.dsla import DSLAAssigner
 from dsla_d2.box_coders import LTRBBoxCoder
 from dsla_d2.heads import DSLAHead
-from dsla_d2.losses import DenseDetectionLoss
 from dsla_d2.priors import PriorGenerator
-from dsla_d2.quality import QualityCoupling
 
+from ....configs.common.models.dsla_parts import dsla_loss, dsla_quality
 from ....configs.common.models.fcos import STRIDES
 from ....configs.fcos_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
@@ -60,16 +59,8 @@ model.assigner = L(DSLAAssigner)(
     centerness_eps=0.01,
     strict_inside=True,
 )
-model.quality = L(QualityCoupling)(branch=None, cls_target="iou_product")
-model.loss = L(DenseDetectionLoss)(
-    cls_loss="qfl",
-    qfl_beta=2.0,
-    cls_normalizer="sum_scores",
-    box_loss="iou",
-    box_normalizer="sum_weights",
-    cls_weight=2.0,
-    box_weight=1.0,
-)
+model.quality = dsla_quality()
+model.loss = dsla_loss(box_loss="iou", cls_weight=2.0)
 
 dataloader.train.total_batch_size = 16
 optimizer.lr = 0.01

@@ -18,10 +18,9 @@ from detectron2.config import LazyCall as L
 
 from dsla_d2.assigners.dsla import DSLAAssigner
 from dsla_d2.heads import DSLAHead
-from dsla_d2.losses import DenseDetectionLoss
 from dsla_d2.priors import PriorGenerator
-from dsla_d2.quality import QualityCoupling
 
+from ....configs.common.models.dsla_parts import dsla_loss, dsla_quality
 from ....configs.common.models.fcos import STRIDES
 from ....configs.common.models.small_backbone import FPN_CHANNELS
 from ....configs.fcos_r18_synth import SYNTH_SIZE_RANGES, dataloader, lr_multiplier, model, optimizer, train
@@ -45,13 +44,5 @@ model.assigner = L(DSLAAssigner)(
     center_sampling_radius=0.0,
     centerness_eps=0.01,
 )
-model.quality = L(QualityCoupling)(branch=None, cls_target="iou_product")
-model.loss = L(DenseDetectionLoss)(
-    cls_loss="qfl",
-    qfl_beta=2.0,
-    cls_normalizer="sum_scores",
-    box_loss="iou",
-    box_normalizer="sum_weights",
-    cls_weight=2.0,
-    box_weight=1.0,
-)
+model.quality = dsla_quality()
+model.loss = dsla_loss(box_loss="iou", cls_weight=2.0)
