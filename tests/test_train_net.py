@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -74,21 +73,18 @@ def test_train_evaluate_and_serve(tmp_path):
 
 
 def test_stopped_run_resumes_from_last_checkpoint(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", CONFIG, f"train.output_dir={tmp_path}", *TINY,
+    # The run dies (SIGKILL, from inside, so the point of death does not depend on how
+    # loaded the machine is) right after iteration 3, whose checkpoint is model_0000003.pth.
+    cmd = [sys.executable, os.path.join(ROOT, "tests", "kill_at_iteration.py"), "3",
+           "--config-file", CONFIG, f"train.output_dir={tmp_path}", *TINY,
            "train.max_iter=200", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=100"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 400
-        while not os.path.isfile(tmp_path / "model_0000003.pth"):
-            assert proc.poll() is None and time.time() < deadline, "training did not reach iteration 4"
-            time.sleep(0.5)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     with open(tmp_path / "last_checkpoint") as f:
         last = f.read().strip()
+    assert last == "model_0000003.pth"
     last_iter = torch.load(tmp_path / last)["iteration"]
-    assert last_iter >= 3
+    assert last_iter == 3
     before = len(metrics(tmp_path))
     run(tmp_path, f"train.max_iter={last_iter + 3}", "train.checkpointer.period=2", flags=["--resume"])
     resumed = [r["iteration"] for r in metrics(tmp_path)[before:] if "total_loss" in r]
