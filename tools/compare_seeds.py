@@ -20,6 +20,8 @@ Safe to interrupt and resume (rerun the same command):
   seed and max_iter match the request (otherwise: an error naming the file);
 * an interrupted run resumes from its last checkpoint (``--resume``); its record then says
   ``"resumed": true``. If the code changed since (another commit or diff), it starts over;
+* a training process killed by a signal (the OOM killer, a kill from outside) leaves no
+  record: the next invocation resumes it;
 * a run that fails (non-zero exit, e.g. a non-finite loss) is recorded with
   ``"status": "failed"`` and the log's tail; ``--retry-failed`` runs it again;
 * SIGINT/SIGTERM stop the current training process and exit.
@@ -215,6 +217,9 @@ class Runner:
         info["wall_time_s"] += time.time() - t0
         info["finished"] = _now()
         run_record.write_json(info_path, info)
+        if rc < 0:  # killed by a signal (from outside, or the OOM killer): resumable, not a failure
+            print(f"[compare_seeds]   -> interrupted by signal {-rc}; the next invocation resumes it", flush=True)
+            return None
         finished = rc == 0 and run_record.final_evaluation(run_record.read_metrics_json(out)) is not None
         record = run_record.build_record(spec, out, "finished" if finished else "failed", info)
         record["exit_code"] = rc
@@ -256,6 +261,9 @@ def get_parser():
     p.add_argument("--opts", nargs="*", default=[], help="with --configs: key=value overrides for every run")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+    # for the tests: where records, outputs and the training script are
+    p.add_argument("--results-dir", default=RESULTS_DIR, help=argparse.SUPPRESS)
+    p.add_argument("--output-dir", default=OUTPUT_DIR, help=argparse.SUPPRESS)
     p.add_argument("--train-script", default=os.path.join(ROOT, "train_net.py"), help=argparse.SUPPRESS)
     return p
 
@@ -272,15 +280,18 @@ def main(argv=None):
         campaign, specs = args.campaign, expand(args.campaign, runs, args.max_iter, order="run")
     if args.dry_run:
         for spec in specs:
-            record_path, _ = paths(spec)
+            record_path, _ = paths(spec, args.results_dir, args.output_dir)
             state = "recorded" if existing_record(spec, record_path) else "to run"
             print(f"{state:9s} {spec['run']} seed {spec['seed']} ({spec['max_iter']} it) {' '.join(spec['overrides'])}")
         return []
-    lock = acquire_lock()  # noqa: F841  (held until exit)
-    runner = Runner(args.train_script, retry_failed=args.retry_failed)
-    signal.signal(signal.SIGTERM, runner._stop)
-    signal.signal(signal.SIGINT, runner._stop)
-    records = [runner.run(spec) for spec in specs]
+    lock = acquire_lock(args.output_dir)  # noqa: F841  (held until exit)
+    runner = Runner(args.train_script, args.retry_failed, args.results_dir, args.output_dir)
+    handlers = {sig: signal.signal(sig, runner._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        records = [r for r in (runner.run(spec) for spec in specs) if r is not None]
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     print()
     print(render_tables.summary_markdown(records))
     return records

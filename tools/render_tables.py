@@ -10,7 +10,9 @@ and is defined in ``benchmarks/tables.yaml``::
     tables:
       NAME:
         campaign: synth600                  # benchmarks/results/synth600/ (and campaigns/synth600.yaml)
-        metrics: [AP, AP50, AP75]           # "AP" means "bbox/AP"; other keys are used as given
+        metrics: [AP, AP50, {key: train/mean_pos_iou, header: IoU, decimals: 2}]
+                                            # "AP" means "bbox/AP", "train/x" the last logged
+                                            # training value of x; other keys as given
         per_seed: AP                        # optional: a column with each seed's value
         decimals: 1                         # optional (per-seed values get one more)
         first_column: detector              # optional header of the label column
@@ -49,6 +51,25 @@ NOT_MEASURED = "not yet measured"
 
 def metric_key(name):
     return name if "/" in name else f"bbox/{name}"
+
+
+def metric_value(record, name):
+    """A record's value of a table metric: "AP" → metrics["bbox/AP"], "consistency/x" →
+    metrics["consistency/x"], "train/x" → the last logged training value of x; None if absent."""
+    if name.startswith("train/"):
+        return record.get("train_final", {}).get(name[len("train/"):])
+    return record["metrics"].get(metric_key(name))
+
+
+def metric_columns(table):
+    """[(key, header, decimals)]: a metric is a name, or {key, header, decimals}."""
+    cols = []
+    for m in table["metrics"]:
+        m = {"key": m} if isinstance(m, str) else m
+        if not isinstance(m, dict) or "key" not in m or set(m) - {"key", "header", "decimals"}:
+            raise SystemExit(f"{TABLES_FILE}: a metric is a name or {{key, header, decimals}}, got {m!r}")
+        cols.append((m["key"], m.get("header", m["key"]), m.get("decimals", table.get("decimals", 1))))
+    return cols
 
 
 def mean_std(values, decimals=1):
@@ -103,8 +124,11 @@ def _footer(records, campaigns, seeds_same):
     budgets = sorted({(r["budget"]["max_iter"], r["budget"]["batch_size"]) for r in records}, key=str)
     lines.append("Budget: " + "; ".join(f"{it} iterations × batch {bs}" for it, bs in budgets) + ".")
     seeds = sorted({r["seed"] for r in records})
-    lines.append(("Seeds " if seeds_same else "Seeds (per row as listed) ") + ", ".join(map(str, seeds))
-                 + "; mean ± sample standard deviation over seeds.")
+    if len(seeds) == 1:
+        lines.append(f"Seed {seeds[0]}, one run per row.")
+    else:
+        lines.append(("Seeds " if seeds_same else "Seeds (rows differ; see the per-row count) ") + ", ".join(map(str, seeds))
+                     + "; mean ± sample standard deviation over seeds.")
     commits = OrderedDict()
     for r in sorted(records, key=lambda r: r["started"]):
         git = r["git"]
@@ -125,8 +149,8 @@ def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
     """The Markdown of one table (without its markers)."""
     decimals = table.get("decimals", 1)
     per_seed = table.get("per_seed")
-    metrics = table["metrics"]
-    header = [table.get("first_column", "detector"), *metrics] + ([f"{per_seed} per seed"] if per_seed else [])
+    cols = metric_columns(table)
+    header = [table.get("first_column", "detector"), *(h for _, h, _ in cols)] + ([f"{per_seed} per seed"] if per_seed else [])
     lines = [f"<!-- rendered by tools/render_tables.py from benchmarks/results/ (table {name!r} in "
              "benchmarks/tables.yaml); edit those, not this -->",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -144,21 +168,23 @@ def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
             continue
         all_records += done
         seed_sets.append(tuple(r["seed"] for r in records))
-        cells = [mean_std([r["metrics"][metric_key(m)] for r in done if metric_key(m) in r["metrics"]], decimals)
-                 for m in metrics]
+        cells = [mean_std([v for v in (metric_value(r, k) for r in done) if v is not None], d) for k, _, d in cols]
         if per_seed:
-            k = metric_key(per_seed)
-            cells.append(" / ".join(f"{r['metrics'][k]:.{decimals + 1}f}" if r["status"] == "finished" and k in r["metrics"]
-                                    else "failed" for r in records))
+            values = [metric_value(r, per_seed) if r["status"] == "finished" else None for r in records]
+            cells.append(" / ".join("failed" if v is None else f"{v:.{decimals + 1}f}" for v in values))
         label = row["label"] if len(done) == len(plan_seeds) else f"{row['label']} ({len(done)} of {len(plan_seeds)} seeds)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     if all_records:
         lines += _footer(all_records, campaigns, len(set(seed_sets)) <= 1)
+    plans = OrderedDict()
     for label, campaign, max_iter, seeds in missing:
-        lines.append(f"*{label}: {NOT_MEASURED}* (planned: {max_iter} iterations, seeds "
-                     f"{', '.join(map(str, seeds))}; `python tools/compare_seeds.py --campaign-file "
-                     f"benchmarks/campaigns/{campaign}.yaml`).")
+        plans.setdefault((campaign, max_iter, tuple(seeds)), []).append(label)
+    for (campaign, max_iter, seeds), labels in plans.items():
+        what = "No row measured yet" if len(labels) == len(table["rows"]) else (
+            f"{len(labels)} of {len(table['rows'])} rows not measured yet")
+        lines.append(f"**{what}** (planned: {max_iter} iterations, seeds {', '.join(map(str, seeds))}; "
+                     f"`python tools/compare_seeds.py --campaign-file benchmarks/campaigns/{campaign}.yaml`).")
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +221,7 @@ def summary_markdown(records, metrics=SUMMARY_METRICS):
     lines = ["| run | seeds | " + " | ".join(metrics) + " | s/iter |", "|---|---|" + "---|" * (len(metrics) + 1)]
     for run, rs in runs.items():
         done = [r for r in rs if r["status"] == "finished"]
-        cells = [mean_std([r["metrics"][metric_key(m)] for r in done]) for m in metrics]
+        cells = [mean_std([v for v in (metric_value(r, m) for r in done) if v is not None]) for m in metrics]
         s_iter = [r["timing"]["s_per_iter"] for r in done if r["timing"].get("s_per_iter")]
         seeds = ",".join(str(r["seed"]) + ("" if r["status"] == "finished" else " failed") for r in rs)
         lines.append(f"| {run} | {seeds} | " + " | ".join(cells) + f" | {statistics.median(s_iter) if s_iter else float('nan'):.2f} |")
