@@ -5,8 +5,11 @@ train_net.py; everything else reads hand-written files.
 """
 import json
 import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -14,20 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import compare_seeds  # noqa: E402
 import run_record  # noqa: E402
+from test_train_net import TINY as TRAIN_NET_TINY  # noqa: E402
 
-TINY = [
-    "dataloader.train.dataset.names=dsla_synth_tiny",
-    "dataloader.test.dataset.names=dsla_synth_tiny",
-    "dataloader.train.total_batch_size=2",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
-    "model.head.num_convs=1",
-    "model.head.channels=32",
-    "train.log_period=1",
-    "train.device=cpu",
-    "train.checkpointer.period=2",
-    "model.test_score_thresh=0.001",
-]
+# test_train_net's tiny-split overrides, and a checkpoint every 2 iterations to resume from
+TINY = [*TRAIN_NET_TINY, "train.checkpointer.period=2"]
 
 
 def write_campaign(tmp_path, text, name="camp"):
@@ -162,3 +155,48 @@ def test_a_second_runner_is_refused(tmp_path):
             compare_seeds.acquire_lock(str(tmp_path))
     finally:
         lock.close()
+
+
+def _sleeper(tmp_path):
+    """A train script that writes its pid, then sleeps (a training that never ends)."""
+    path = tmp_path / "sleeper.py"
+    path.write_text(textwrap.dedent(f"""
+        import os, time
+        with open({str(tmp_path / 'child.pid')!r}, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(600)
+    """))
+    return str(path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("sig, returncode", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, -signal.SIGKILL)])
+def test_stopping_the_runner_stops_its_training(tmp_path, sig, returncode):
+    """SIGTERM: the runner stops the training and exits 143; SIGKILL: the training gets
+    SIGTERM from the kernel (PR_SET_PDEATHSIG) instead of running on as an orphan."""
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "compare_seeds.py"), "--configs", "configs/fcos_r18_synth.py",
+           "--campaign", "t", "--seeds", "0", "--results-dir", str(tmp_path / "r"), "--output-dir", str(tmp_path / "o"),
+           "--train-script", _sleeper(tmp_path)]
+    runner = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid_file = tmp_path / "child.pid"
+    deadline = time.time() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    runner.send_signal(sig)
+    assert runner.wait(timeout=60) == returncode
+    deadline = time.time() + 30
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child)
+    assert not (tmp_path / "r" / "t" / "fcos_r18_synth" / "seed0.json").exists()
+    if sig == signal.SIGTERM:
+        assert "stopped by signal 15; rerun the same command to resume" in runner.stdout.read()

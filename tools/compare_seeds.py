@@ -41,6 +41,7 @@ Campaign file (YAML; the campaign's name is the file's stem)::
         seeds: [0]                                   # this run only
 """
 import argparse
+import ctypes
 import fcntl
 import json
 import os
@@ -164,6 +165,10 @@ def existing_record(spec, record_path):
     return record
 
 
+class Stopped(Exception):
+    """The runner received SIGINT/SIGTERM (args[0] is the signal number)."""
+
+
 class Runner:
     """Runs specs one at a time; forwards SIGINT/SIGTERM to the training process."""
 
@@ -175,14 +180,10 @@ class Runner:
         self.child = None
 
     def _stop(self, signum, frame):
+        """SIGINT/SIGTERM: stop the training process; ``main`` then exits."""
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
-            try:
-                self.child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-        print(f"[compare_seeds] stopped by signal {signum}; rerun the same command to resume", flush=True)
-        sys.exit(128 + signum)
+        raise Stopped(signum)
 
     def run(self, spec):
         record_path, out = paths(spec, self.results_dir, self.output_dir)
@@ -195,6 +196,8 @@ class Runner:
         if info is not None and info["git"] != git:
             print(f"[compare_seeds] {out}: the code changed since the interrupted attempt; starting over", flush=True)
             info = None
+        if not os.path.isfile(os.path.join(out, "last_checkpoint")):
+            info = None  # nothing to resume from
         if info is None:
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
@@ -211,9 +214,17 @@ class Runner:
               f"{'resuming' if resume else 'training'} ({_now()})", flush=True)
         t0 = time.time()
         with open(os.path.join(out, "stdout.txt"), "a", encoding="utf-8") as log:
-            self.child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            rc = self.child.wait()
-            self.child = None
+            self.child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            try:
+                rc = self.child.wait()
+            except Stopped:
+                try:
+                    self.child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.child.kill()
+                raise
+            finally:
+                self.child = None
         info["wall_time_s"] += time.time() - t0
         info["finished"] = _now()
         run_record.write_json(info_path, info)
@@ -228,6 +239,15 @@ class Runner:
         print(f"[compare_seeds]   -> {record['status']} (exit {rc}) in {time.time() - t0:.0f} s"
               + (f", AP {ap:.2f}" if ap is not None else "") + f"; {os.path.relpath(record_path, ROOT)}", flush=True)
         return record
+
+
+def _die_with_parent():
+    """In the training process (Linux): receive SIGTERM when the runner dies, even by
+    SIGKILL, so that no orphaned training keeps writing into a run's directory."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def _now():
@@ -289,6 +309,9 @@ def main(argv=None):
     handlers = {sig: signal.signal(sig, runner._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         records = [r for r in (runner.run(spec) for spec in specs) if r is not None]
+    except Stopped as stop:
+        print(f"[compare_seeds] stopped by signal {stop.args[0]}; rerun the same command to resume", flush=True)
+        sys.exit(128 + stop.args[0])
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

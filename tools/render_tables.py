@@ -137,10 +137,12 @@ def _footer(records, campaigns, seeds_same):
         f"commit `{c}`" + (f" + uncommitted diff (sha1 `{d[:10]}`)" if dirty else "") for c, dirty, d in commits) + ".")
     s_iter = [r["timing"]["s_per_iter"] for r in records if r["timing"].get("s_per_iter")]
     cpus = sorted({r["host"]["cpu_count"] for r in records})
+    threads = sorted({r["host"].get("torch_threads") for r in records} - {None})
     devices = sorted({r["host"].get("cuda") or "CPU" for r in records})
     if s_iter:
         lines.append(f"Median {statistics.median(s_iter):.2f} s/iteration on {', '.join(devices)} "
-                     f"({'/'.join(map(str, cpus))} cores).")
+                     f"({'/'.join(map(str, cpus))} cores" + (f", {'/'.join(map(str, threads))} torch threads" if threads else "")
+                     + "; a shared machine, so times vary with its load).")
     lines.append("Records: " + ", ".join(f"`benchmarks/results/{c}/<run>/seed<S>.json`" for c in campaigns) + ".")
     return lines
 

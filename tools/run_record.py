@@ -31,7 +31,7 @@ METRIC_PREFIXES = ("bbox/", "consistency/")
 SPEC_FIELDS = ("config", "overrides", "seed", "max_iter")
 #: changes under these paths do not change a training run (see git_state)
 NOT_TRAINING_PATHS = ("benchmarks/", "tools/", "tests/", "docs/")
-ENV_KEYS = ("DSLA_D2_SYNTH_ROOT", "DETECTRON2_DATASETS", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+ENV_KEYS = ("DSLA_D2_SYNTH_ROOT", "DETECTRON2_DATASETS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 _SPEED = re.compile(r"Overall training speed: (\d+) iterations in ([\d:]+) \(([\d.]+) s / it\)")
 _TOTAL = re.compile(r"Total training time: ([\d:]+)")
 _NOT_TRAINING = ("time", "data_time", "eta_seconds", "iteration", "lr")
@@ -71,7 +71,8 @@ def final_evaluation(rows: List[Dict]) -> Optional[Dict[str, float]]:
 
 def final_training_row(rows: List[Dict]) -> Dict[str, float]:
     """Losses and statistics (num_pos_per_image, mean_pos_iou, ...) of the last logged
-    training iteration, with that iteration's index."""
+    training iteration, with that iteration's index (Detectron2's metrics.json holds the
+    median of the last 20 iterations for each smoothed scalar)."""
     train = [r for r in rows if "total_loss" in r]
     if not train:
         return {}
