@@ -71,11 +71,13 @@ def test_final_evaluation_keeps_bbox_and_consistency_keys_of_the_last_evaluation
         {"iteration": 9, "total_loss": 2.0, "loss_cls": 1.5, "num_pos_per_image": 7.0, "time": 0.5, "lr": 0.1},
         {"iteration": 9, "bbox/AP": 1.0, "bbox/AP-ring": 2.0, "consistency/rank": 0.5, "other/x": 3},
         {"iteration": 19, "total_loss": 1.0, "loss_cls": 0.5, "num_pos_per_image": 8.0, "time": 0.7, "lr": 0.1},
-        {"iteration": 19, "bbox/AP": 4.0, "bbox/AP-ring": 5.0, "consistency/rank": 0.25, "other/x": 6},
+        {"iteration": 19, "bbox/AP": 4.0, "bbox/AP-ring": 5.0, "consistency/rank": 0.25, "consistency_pre_nms/rank": 0.125,
+         "other/x": 6},
     ]
     (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     read = run_record.read_metrics_json(str(tmp_path))
-    assert run_record.final_evaluation(read) == {"bbox/AP": 4.0, "bbox/AP-ring": 5.0, "consistency/rank": 0.25}
+    assert run_record.final_evaluation(read) == {"bbox/AP": 4.0, "bbox/AP-ring": 5.0, "consistency/rank": 0.25,
+                                                 "consistency_pre_nms/rank": 0.125}
     assert run_record.final_training_row(read) == {"iteration": 19, "loss_cls": 0.5, "num_pos_per_image": 8.0, "total_loss": 1.0}
     assert run_record.final_evaluation(read[:1]) is None  # never evaluated
     # Detectron2's summary: 598 iterations in 4 min 10 s = 250 s; median of 0.5, 0.7 = 0.6

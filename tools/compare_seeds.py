@@ -6,6 +6,11 @@
     # a campaign file: configs (with overrides) × seeds, in the background, one run at a time
     DSLA_D2_SYNTH_ROOT=/work/data/dsla_synth nohup nice -n 10 \\
         python tools/compare_seeds.py --campaign-file benchmarks/campaigns/synth600.yaml > campaign.log 2>&1 &
+    # only some runs of a campaign
+    python tools/compare_seeds.py --campaign-file benchmarks/campaigns/synth600.yaml --runs fcos_r18_synth
+
+On a CPU shared with other jobs, ``OMP_NUM_THREADS=1`` trains several times faster than
+torch's default of one thread per core (idle-waiting threads); the record notes it.
 
 Each run is ``train_net.py --config-file C train.seed=S train.max_iter=M [overrides]`` in
 its own process, strictly one at a time (a lock file refuses a second runner in the same
@@ -279,6 +284,7 @@ def get_parser():
     p.add_argument("--max-iter", type=int, default=DEFAULT_MAX_ITER,
                    help="with --configs: train.max_iter (default 600; schedules scale with it)")
     p.add_argument("--opts", nargs="*", default=[], help="with --configs: key=value overrides for every run")
+    p.add_argument("--runs", nargs="+", help="with --campaign-file: only these runs (by name)")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     # for the tests: where records, outputs and the training script are
@@ -292,6 +298,11 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     if args.campaign_file:
         campaign, specs = load_campaign(args.campaign_file)
+        if args.runs:
+            unknown = sorted(set(args.runs) - {s["run"] for s in specs})
+            if unknown:
+                raise SystemExit(f"--runs {unknown}: not runs of {args.campaign_file}")
+            specs = [s for s in specs if s["run"] in args.runs]
     else:
         if args.opts:
             _check_overrides(args.opts, "--opts")

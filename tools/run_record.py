@@ -7,7 +7,7 @@ A record is one json file ``benchmarks/results/<campaign>/<run>/seed<S>.json``::
      "status": "finished" | "failed",
      "budget": {"max_iter", "batch_size", "images_seen"},
      "git": {"commit", "dirty", "dirty_files", "diff_sha1"},
-     "metrics": {every "bbox/*" and "consistency/*" key of the final evaluation},
+     "metrics": {every "bbox/*", "consistency/*", "consistency_pre_nms/*" key of the final evaluation},
      "train_final": {the losses and statistics of the last logged training iteration},
      "timing": {"train_time_s", "s_per_iter", "wall_time_s", "attempts", "resumed"},
      "host": {...}, "env": {...}, "command": [...], "output_dir", "started", "finished"}
@@ -25,8 +25,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = 1
-#: metric families collected from the final evaluation (any evaluator writing these keys)
-METRIC_PREFIXES = ("bbox/", "consistency/")
+#: metric families collected from the final evaluation (any evaluator writing these keys):
+#: COCOEvaluator's "bbox/*", ConsistencyEvaluator's "consistency/*" and "consistency_pre_nms/*"
+METRIC_PREFIXES = ("bbox/", "consistency/", "consistency_pre_nms/")
 #: the fields that identify a run: a record is reused only if they match the request
 SPEC_FIELDS = ("config", "overrides", "seed", "max_iter")
 #: changes under these paths do not change a training run (see git_state)
