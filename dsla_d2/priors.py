@@ -38,6 +38,14 @@ class Priors:
     def __len__(self):
         return self.points.shape[0]
 
+    def per_level(self, table) -> Tensor:
+        """Expand a per-level table (L rows, e.g. size ranges (lo, hi)) to one row per
+        prior: (L, ...) -> (R, ...)."""
+        table = torch.as_tensor(table, dtype=self.points.dtype, device=self.points.device)
+        if table.shape[0] != len(self.num_per_level):
+            raise ValueError(f"{table.shape[0]} per-level values given for {len(self.num_per_level)} levels")
+        return table[self.levels]
+
     def split(self, tensor: Tensor, dim: int = 1) -> List[Tensor]:
         """Split a tensor whose ``dim`` runs over priors into per-level chunks."""
         return list(torch.split(tensor, self.num_per_level, dim=dim))

@@ -8,7 +8,7 @@ import dsla_d2  # noqa: F401
 from detectron2.utils.events import EventStorage
 
 from dsla_d2.assigners.atss import ATSSAssigner, DynamicATSSAssigner
-from dsla_d2.assigners.geometry import aligned_box_iou
+from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.box_coders import DeltaBoxCoder
 from dsla_d2.heads import ATSSHead
 from dsla_d2.losses import DenseDetectionLoss

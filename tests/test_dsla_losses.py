@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import dsla_d2  # noqa: F401
 from dsla_d2.assigners.base import Assignment
 from dsla_d2.assigners.dsla import DSLAAssigner
-from dsla_d2.assigners.geometry import aligned_box_iou
+from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.box_coders import LTRBBoxCoder
 from dsla_d2.heads import DSLAHead
 from dsla_d2.losses import DenseDetectionLoss, iou_loss, quality_focal_loss

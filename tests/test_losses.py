@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from dsla_d2.assigners import Assignment
-from dsla_d2.losses import DenseDetectionLoss, iou_loss, quality_focal_loss, reduce_mean, varifocal_loss
+from dsla_d2.losses import DenseDetectionLoss, iou_loss, quality_focal_loss, varifocal_loss
 from dsla_d2.losses.quality_focal import soft_one_hot
+from dsla_d2.utils.comm import reduce_mean
 
 LN2 = math.log(2.0)  # BCE of σ = 0.5 against 0 or 1
 

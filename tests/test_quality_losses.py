@@ -11,7 +11,7 @@ import torch
 import dsla_d2  # noqa: F401
 from dsla_d2.assigners.atss import ATSSAssigner, DynamicATSSAssigner
 from dsla_d2.assigners.base import Assignment
-from dsla_d2.assigners.geometry import aligned_box_iou
+from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.losses import DenseDetectionLoss, quality_focal_loss, varifocal_loss
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling

@@ -44,9 +44,9 @@ from torch import Tensor
 
 from detectron2.utils.events import get_event_storage
 
+from ..box_ops import aligned_box_iou, centerness_from_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .geometry import aligned_box_iou, centerness_from_ltrb
 
 __all__ = ["ATSSAssigner", "DynamicATSSAssigner", "select_topk_candidates", "unbiased_std", "resolve_iou_weight"]
 

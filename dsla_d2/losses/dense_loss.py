@@ -7,8 +7,9 @@ from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
 from ..assigners.base import Assignment
+from ..utils.comm import normalizer
+from ..utils.events import put_scalar
 from .box_losses import BOX_LOSS_TYPES, iou_loss
-from .normalizers import normalizer, put_scalar
 from .quality_focal import quality_focal_loss, soft_one_hot, varifocal_loss
 
 __all__ = ["DenseDetectionLoss"]

@@ -24,11 +24,12 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector, permute_
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..assigners.base import DenseAssigner
-from ..assigners.geometry import aligned_box_iou
+from ..box_ops import aligned_box_iou
 from ..losses.dense_loss import DenseDetectionLoss
-from ..losses.normalizers import put_scalar
 from ..priors import PriorGenerator, Priors
 from ..quality.coupling import QualityCoupling
+from ..utils.events import put_scalar
+from .yacs_bridge import lazy_model_kwargs
 
 __all__ = ["AssignedDenseDetector"]
 
@@ -103,8 +104,6 @@ class AssignedDenseDetector(DenseDetector):
         ``cfg.MODEL.DSLA_D2.LAZY_MODEL``, so ``DefaultPredictor`` builds exactly the
         trained model without a second description of it.
         """
-        from ..serving import lazy_model_kwargs
-
         return lazy_model_kwargs(cfg)
 
     # ------------------------------------------------------------------ shared steps

@@ -19,19 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..assigners.base import Assignment
-from ..assigners.geometry import centerness_from_ltrb
-from ..losses.normalizers import normalizer
+from ..box_ops import aligned_ltrb, centerness_from_ltrb
 from ..priors import Priors
+from ..utils.comm import normalizer
 
-__all__ = ["QualityCoupling", "aligned_ltrb"]
+__all__ = ["QualityCoupling"]
 
 BRANCHES = (None, "centerness", "iou")
 CLS_TARGETS = ("static", "iou_product", "iou")
-
-
-def aligned_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
-    """(R, 2) points and (N, R, 4) boxes -> (N, R, 4) distances (l, t, r, b)."""
-    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
 
 
 class QualityCoupling(nn.Module):
