@@ -44,6 +44,7 @@ from dsla_d2.assigners.atss import (
 )
 from dsla_d2.assigners.base import ASSIGNER_REGISTRY
 from dsla_d2.priors import PriorGenerator
+from dsla_d2.utils.progress import TrainingProgress
 
 from tiny import gt_instances
 
@@ -260,14 +261,13 @@ def test_resolve_weights_d_up_d_down():
     assert resolve_iou_weight("up", 0.25) == 0.25
     assert resolve_iou_weight("down", 0.25) == 0.75
     assert resolve_iou_weight(1.5, 0.25) == 1.5
-    a = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down", max_iter=1000, iteration=250)
-    assert a.iou_weights() == (0.75, 0.25)  # (w_a, w_p)
-    a.iteration = None
-    with EventStorage(600):  # the trainer's current iteration
-        assert a.iou_weights() == pytest.approx((0.4, 0.6))
-    assert a.iou_weights() == (1.0, 0.0)  # no storage: iteration 0
-    a.iteration = 5000  # past max_iter: clamped to 1
-    assert a.iou_weights() == (0.0, 1.0)
+    a = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down")
+    assert a.iou_weights(TrainingProgress(250, 1000)) == (0.75, 0.25)  # (w_a, w_p)
+    assert a.iou_weights(TrainingProgress(600, 1000)) == pytest.approx((0.4, 0.6))
+    assert a.iou_weights(None) == (1.0, 0.0)  # no progress given: iteration 0
+    with EventStorage(600):  # the global EventStorage is never read
+        assert a.iou_weights(None) == (1.0, 0.0)
+    assert a.iou_weights(TrainingProgress(5000, 1000)) == (0.0, 1.0)  # past max_iter: clamped to 1
 
 
 def test_table3_dup_ddown_at_iteration():
@@ -277,15 +277,13 @@ def test_table3_dup_ddown_at_iteration():
     # 17: 0.192857 + 0.1875 = 0.380357 ✗; 6: 0.331081 ✗ → prior 16.
     priors = grid3()
     gt = [gt_instances([GT_A], [0], (32, 32))]
-    asg = DynamicATSSAssigner(topk=4, pred_iou_weight="up", anchor_iou_weight="down", max_iter=1000)
-    with EventStorage(250):
-        a = asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A))
+    asg = DynamicATSSAssigner(topk=4, pred_iou_weight="up", anchor_iou_weight="down")
+    a = asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A), progress=TrainingProgress(250, 1000))
     assert a.extras["iou_weights"].tolist() == [0.75, 0.25]
     assert a.extras["threshold"][0, 0].item() == pytest.approx(0.484714, abs=1e-5)
     assert positives(a) == [16]
     # At iteration 0, D_up = 0: ATSS.
-    asg.iteration = 0
-    assert positives(asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A))) == [5, 6]
+    assert positives(asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A), progress=TrainingProgress(0, 1000))) == [5, 6]
 
 
 def test_dynamic_ties_to_highest_ciou():
@@ -333,7 +331,6 @@ def test_invalid_arguments():
         dict(pred_iou_weight="sideways"),
         dict(regression_weight="iou"),
         dict(topk=0),
-        dict(max_iter=0),
     ):
         with pytest.raises(ValueError):
             ATSSAssigner(**kwargs)

@@ -57,8 +57,9 @@ def test_forward_backward_inference(kind, branch, cls_target, cls_loss):
     elif kind == "dynamic":
         assigner = DynamicATSSAssigner()
     else:
-        assigner = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down", max_iter=100)
+        assigner = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down")
     model = tiny_atss(assigner, branch, cls_target, cls_loss)
+    model.set_training_progress(30, 100)
     model.train()
     inputs = make_inputs(BOXES, CLASSES)
     with EventStorage(30):

@@ -23,6 +23,7 @@ from detectron2.structures import Instances
 from detectron2.utils.registry import Registry
 
 from ..priors import Priors
+from ..utils.progress import TrainingProgress
 
 __all__ = ["ASSIGNER_REGISTRY", "Assignment", "GTBatch", "DenseAssigner"]
 
@@ -165,6 +166,7 @@ class DenseAssigner(nn.Module):
         num_classes: int,
         pred_boxes: Optional[Tensor] = None,
         pred_logits: Optional[Tensor] = None,
+        progress: Optional[TrainingProgress] = None,
     ) -> Assignment:
         """
         Args:
@@ -175,6 +177,8 @@ class DenseAssigner(nn.Module):
             num_classes: number of foreground classes (the background label).
             pred_boxes: (N, R, 4) decoded predicted boxes, detached.
             pred_logits: (N, R, C) classification logits, detached.
+            progress: where training is, for assigners that change over training
+                (Dynamic ATSS's D_up / D_down); None outside a trainer.
         """
         gt = GTBatch.from_instances(gt_instances, device=priors.points.device)
         if self.needs_predictions:
@@ -183,7 +187,7 @@ class DenseAssigner(nn.Module):
             pred_boxes = pred_boxes.detach()
             pred_logits = None if pred_logits is None else pred_logits.detach()
         with torch.no_grad():
-            return self.assign(priors, gt, num_classes, pred_boxes=pred_boxes, pred_logits=pred_logits)
+            return self.assign(priors, gt, num_classes, pred_boxes=pred_boxes, pred_logits=pred_logits, progress=progress)
 
     def assign(self, priors: Priors, gt: GTBatch, num_classes: int, **preds) -> Assignment:
         raise NotImplementedError

@@ -13,7 +13,7 @@ method is a choice of parts in a config file. Training, for all images and level
 5. :class:`~dsla_d2.losses.DenseDetectionLoss` computes the classification and box losses.
 """
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,7 @@ from ..losses.dense_loss import DenseDetectionLoss
 from ..priors import PriorGenerator, Priors
 from ..quality.coupling import QualityCoupling
 from ..utils.events import put_scalar
+from ..utils.progress import TrainingProgress
 from .yacs_bridge import lazy_model_kwargs
 
 __all__ = ["AssignedDenseDetector"]
@@ -90,6 +91,7 @@ class AssignedDenseDetector(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
+        self.training_progress: Optional[TrainingProgress] = None
         head_has_quality = getattr(head, "quality_branch", None) is not None
         if quality.branch is not None and not head_has_quality:
             raise ValueError(f"quality coupling '{quality.branch}' needs a head with a quality branch")
@@ -105,6 +107,11 @@ class AssignedDenseDetector(DenseDetector):
         trained model without a second description of it.
         """
         return lazy_model_kwargs(cfg)
+
+    def set_training_progress(self, iteration: int, max_iter: int) -> None:
+        """Where training is; handed to the assigner at every training step (set by
+        :class:`dsla_d2.engine.TrainingProgressHook` before each iteration)."""
+        self.training_progress = TrainingProgress(int(iteration), int(max_iter))
 
     # ------------------------------------------------------------------ shared steps
     def flatten_predictions(self, predictions: Dict[str, List[Tensor]]) -> Dict[str, Tensor]:
@@ -130,6 +137,7 @@ class AssignedDenseDetector(DenseDetector):
             self.num_classes,
             pred_boxes=pred_boxes.detach(),
             pred_logits=preds["cls_logits"].detach(),
+            progress=self.training_progress,
         )
         # IoU of each regression positive's detached prediction with its target: the
         # quality coupling's input (DSLA label_d, Dynamic ATSS soft targets, IoU branch),
