@@ -27,9 +27,13 @@ from tiny import TwoLevelBackbone, gt_instances, make_inputs
 class RecordingLoss(DenseDetectionLoss):
     """DenseDetectionLoss that keeps what the meta-architecture handed it."""
 
-    def forward(self, logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors):
-        self.seen = dict(logits=logits, pred_boxes=pred_boxes, assignment=assignment, target_scores=target_scores)
-        return super().forward(logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors)
+    def forward(self, outputs, priors, assignment, **parts):
+        self.seen = dict(logits=outputs["cls_logits"], pred_boxes=outputs["pred_boxes"], assignment=assignment)
+        return super().forward(outputs, priors, assignment, **parts)
+
+    def classification(self, logits, assignment, target_scores):
+        self.seen["target_scores"] = target_scores
+        return super().classification(logits, assignment, target_scores)
 
 
 def dsla_loss(**kwargs):

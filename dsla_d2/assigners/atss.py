@@ -37,7 +37,7 @@ assigner: they are ``QualityCoupling(cls_target="iou", branch="iou")`` and
 ``DenseDetectionLoss(cls_loss="qfl"|"vfl")``.
 """
 import logging
-from typing import List, Optional, Union
+from typing import List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
@@ -178,8 +178,8 @@ class ATSSAssigner(DenseAssigner):
         self._warned_no_progress = False
 
     @property
-    def needs_predictions(self) -> bool:  # overrides DenseAssigner's class attribute
-        return self.pred_iou_weight != 0.0
+    def required_predictions(self):  # overrides DenseAssigner's class attribute
+        return ("pred_boxes",) if self.pred_iou_weight != 0.0 else ()
 
     def extra_repr(self) -> str:
         return (
@@ -211,16 +211,15 @@ class ATSSAssigner(DenseAssigner):
         priors: Priors,
         gt: GTBatch,
         num_classes: int,
-        pred_boxes: Optional[Tensor] = None,
+        predictions: Mapping[str, Tensor],
         progress: Optional[TrainingProgress] = None,
-        **preds,
     ) -> Assignment:
         """
         Args:
             priors: R priors; ``priors.anchors`` (R, 4) are the square anchors.
             gt: padded gts (N, G).
-            pred_boxes: (N, R, 4) detached decoded predicted boxes (needed iff
-                :attr:`needs_predictions`).
+            predictions: ``"pred_boxes"`` (N, R, 4), the detached decoded predicted boxes,
+                is read when w_p ≠ 0 (:attr:`required_predictions`).
             progress: training progress, for D_up / D_down.
         """
         anchors = priors.anchors
@@ -229,7 +228,8 @@ class ATSSAssigner(DenseAssigner):
         n_pri = anchors.shape[0]
         w_a, w_p = self.iou_weights(progress)
         weights_t = torch.tensor([w_a, w_p], device=device)
-        if self.needs_predictions and pred_boxes is None:
+        pred_boxes = predictions.get("pred_boxes")
+        if self.required_predictions and pred_boxes is None:
             raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
 
         if n_gt == 0 or n_pri == 0:
@@ -318,5 +318,5 @@ class DynamicATSSAssigner(ATSSAssigner):
         super().__init__(anchor_iou_weight=anchor_iou_weight, pred_iou_weight=pred_iou_weight, **kwargs)
 
     @property
-    def needs_predictions(self) -> bool:
-        return True
+    def required_predictions(self):
+        return ("pred_boxes",)
