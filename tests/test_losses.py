@@ -149,3 +149,20 @@ def test_bad_options_are_rejected():
 def test_reduce_mean_single_process_is_identity():
     t = torch.tensor(3.5)
     assert reduce_mean(t).item() == 3.5
+
+
+def test_fcos_box_normaliser_floor():
+    # One positive with centerness weight 0.25 and −log IoU = ln2 (IoU 0.5):
+    # weighted sum 0.25·ln2. FCOS divides by max(Σ centerness, 1e-6) = 0.25 → ln2;
+    # the floor 1 (ATSS) would give 0.25·ln2, a quarter of the loss.
+    logits = torch.zeros(1, 2, 2)
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 1, 1]]])
+    a = _assignment(0.25)
+    fcos = DenseDetectionLoss(box_loss="iou", box_normalizer="sum_weights", box_normalizer_min=1e-6)
+    atss = DenseDetectionLoss(box_loss="iou", box_normalizer="sum_weights")
+    assert fcos(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_box_reg"].item() == pytest.approx(LN2, abs=1e-5)
+    assert atss(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_box_reg"].item() == pytest.approx(
+        0.25 * LN2, abs=1e-5
+    )
+    with pytest.raises(ValueError, match="box_normalizer_min"):
+        DenseDetectionLoss(box_normalizer_min=0.0)

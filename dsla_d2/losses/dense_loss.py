@@ -45,6 +45,9 @@ class DenseDetectionLoss(nn.Module):
             on the box coder's encoded targets (FoveaBox).
         box_normalizer: "num_pos" or "sum_weights" (Σ regression weights: FCOS/ATSS
             centerness, DSLA label_s).
+        box_normalizer_min: lower bound of the box normaliser: 1 (ATSS, mmdetection's
+            ``clamp(min=1)``) or 1e-6 (FCOS's max(Σ centerness targets, 1e-6), so that a
+            batch whose positives have a small total weight is not down-weighted).
         focal_alpha, focal_gamma: focal loss; qfl_beta; vfl_alpha, vfl_gamma.
         smooth_l1_beta: SmoothL1 β for "smooth_l1".
         cls_weight, box_weight: loss weights.
@@ -57,6 +60,7 @@ class DenseDetectionLoss(nn.Module):
         cls_normalizer: str = "num_pos",
         box_loss: str = "giou",
         box_normalizer: str = "num_pos",
+        box_normalizer_min: float = 1.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         qfl_beta: float = 2.0,
@@ -79,6 +83,9 @@ class DenseDetectionLoss(nn.Module):
         self.cls_normalizer = cls_normalizer
         self.box_loss = box_loss
         self.box_normalizer = box_normalizer
+        if not box_normalizer_min > 0:
+            raise ValueError(f"box_normalizer_min={box_normalizer_min} must be > 0")
+        self.box_normalizer_min = float(box_normalizer_min)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.qfl_beta = qfl_beta
@@ -129,9 +136,9 @@ class DenseDetectionLoss(nn.Module):
         else:
             per_pos = iou_loss(pred_boxes[mask], assignment.box_targets[mask], self.box_loss)
         if self.box_normalizer == "sum_weights":
-            norm = normalizer(weights.sum())
+            norm = normalizer(weights.sum(), self.box_normalizer_min)
         else:
-            norm = normalizer(mask.sum().float())
+            norm = normalizer(mask.sum().float(), self.box_normalizer_min)
         # An empty positive set still returns a loss connected to the graph.
         loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
         return self.box_weight * loss / norm
