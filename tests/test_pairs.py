@@ -77,3 +77,14 @@ def test_boxes_enumerate_exactly_the_dense_inside_pairs():
     key = pairs.image * 10**6 + pairs.gt * 10**3 + pairs.prior
     assert torch.equal(key, key.sort().values)  # sorted by (image, gt, prior)
     assert isinstance(CandidatePairs.empty(3), CandidatePairs)
+
+
+def test_rank_in_segments():
+    from dsla_d2.assigners.pairs import rank_in_segments
+
+    # segments 7: keys [3, 1, 2] → ranks [2, 0, 1]; segment 2: keys [5, 5] → tie keeps input
+    # order → [0, 1]; segment 9: a single element → 0. Segments interleaved on purpose.
+    segment = torch.tensor([7, 2, 7, 9, 7, 2])
+    key = torch.tensor([3.0, 5.0, 1.0, 0.0, 2.0, 5.0])
+    assert rank_in_segments(segment, key).tolist() == [2, 0, 0, 0, 1, 1]
+    assert rank_in_segments(torch.zeros(0, dtype=torch.long), torch.zeros(0)).numel() == 0

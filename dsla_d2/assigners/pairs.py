@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..priors import Priors
 
-__all__ = ["CandidatePairs", "grid_index_span", "grid_rectangle_pairs"]
+__all__ = ["CandidatePairs", "grid_index_span", "grid_rectangle_pairs", "rank_in_segments"]
 
 
 @dataclass
@@ -122,3 +122,26 @@ def grid_rectangle_pairs(priors: Priors, cols: Tensor, rows: Tensor, active: Ten
     image = torch.div(rect, g * num_levels, rounding_mode="floor")
     gt = torch.div(rect, num_levels, rounding_mode="floor") % g
     return CandidatePairs(image, prior, gt, g)
+
+
+def rank_in_segments(segment: Tensor, key: Tensor) -> Tensor:
+    """Rank of each element by ascending ``key`` among the elements of its segment.
+
+    A sparse per-group top-k (e.g. the k nearest priors per (gt, level)): keep
+    ``rank_in_segments(...) < k``. Ties keep the input order (stable sorts).
+
+    Args:
+        segment: (P,) int64 segment id of each element (any values, any order).
+        key: (P,) sort key.
+    Returns:
+        (P,) int64 rank, 0 for the smallest key of each segment.
+    """
+    if segment.numel() == 0:
+        return torch.zeros_like(segment)
+    by_key = torch.sort(key, stable=True).indices
+    order = by_key[torch.sort(segment[by_key], stable=True).indices]  # sorted by (segment, key)
+    _, counts = torch.unique_consecutive(segment[order], return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    rank = torch.empty_like(segment)
+    rank[order] = torch.arange(segment.numel(), device=segment.device) - starts
+    return rank
