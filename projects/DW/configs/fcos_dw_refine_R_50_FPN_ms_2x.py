@@ -1,0 +1,23 @@
+"""FCOS-DW + box refinement, R-50-FPN, multi-scale training, 2x on COCO 2017: 44.8 AP
+(the authors' README, ``configs/dw_r50_fpn_mstrain_2x_coco.py``).
+
+``fcos_dw_refine_R_50_FPN_1x.py`` with the shorter side drawn uniformly from [480, 960]
+(mmdetection ``img_scale=[(1333, 480), (1333, 960)], multiscale_mode='range'``), test at
+800, and 24 epochs with steps at epochs 16 and 22: 175,920 iterations, steps at 117,280 and
+161,260 (7,330 iterations per epoch at batch 16).
+"""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+
+from ....configs.common.schedules import step_schedule
+from .fcos_dw_R_50_FPN_1x import ITERS_PER_EPOCH
+from .fcos_dw_refine_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+dataloader.train.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=(480, 960), max_size=1333, sample_style="range"),
+    L(T.RandomFlip)(horizontal=True),
+]
+train.max_iter = 24 * ITERS_PER_EPOCH
+lr_multiplier = step_schedule(
+    train.max_iter, [16 * ITERS_PER_EPOCH, 22 * ITERS_PER_EPOCH], warmup_iters=1000, warmup_factor=0.001, warmup_method="linear"
+)
