@@ -18,8 +18,9 @@ detached (I_neg, eq. 7-8). The three terms (code; the paper's eq. 12 as the code
     loss_cls_neg = Σ_(points, classes) w_neg·(−log(1 − s)) / N_neg
 
 N_gt = max(all-reduce-mean(number of valid gts), 1); N_neg = max(all-reduce-mean(Σ(1 −
-P_neg)), 1). Logs use the exact log-sigmoid forms (log s = logσ(c) + logσ(o), 1 − s =
-σ(−c) + σ(c)σ(−o)): equal to the code's BCE on probabilities, but finite for any logits.
+P_neg)), 1). Logs use log-sigmoid forms (log s = logσ(c) + logσ(o), 1 − s =
+σ(c)·(e^{−c} + σ(−o))): the code's BCE on probabilities, but finite for any logits (the
+code clamps log at −100).
 
 Table 5's ablations (``negative_weights``) change only the **in-bag** cells (p, c_g):
 "dual" P_neg·s^γ2 (the method), "pos_only" 0 (positive weights only), "no_p_neg" s^γ2,
@@ -142,9 +143,10 @@ class DWLoss(nn.Module):
             raise ValueError("DWLoss needs candidate bags (Assignment.pairs with 'center_prior', from DWAssigner)")
         cls, obj = outputs["cls_logits"], outputs["quality"]  # (N, R, C), (N, R, 1)
         n, r, c = cls.shape
-        log_s = F.logsigmoid(cls) + F.logsigmoid(obj)
-        # 1 − σ(c)σ(o) = σ(−c) + σ(c)σ(−o), in logs
-        neg_bce = -torch.logaddexp(F.logsigmoid(-cls), F.logsigmoid(cls) + F.logsigmoid(-obj))
+        log_cls, log_obj = F.logsigmoid(cls), F.logsigmoid(obj)
+        log_s = log_cls + log_obj
+        # 1 − σ(c)σ(o) = σ(−c) + σ(c)σ(−o) = σ(c)·(e^{−c} + σ(−o)); log σ(−o) = log σ(o) − o
+        neg_bce = -(log_cls + torch.logaddexp(-cls, log_obj - obj))
 
         img, pri = pairs.image, pairs.prior
         cls_of_pair = gt.classes[img, pairs.gt]
