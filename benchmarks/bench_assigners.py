@@ -20,6 +20,7 @@ from dsla_d2.assigners import (
     ATSSAssigner,
     DSLAAssigner,
     DSLAFoveaAssigner,
+    DWAssigner,
     DynamicATSSAssigner,
     FCOSAssigner,
     FoveaAssigner,
@@ -34,6 +35,8 @@ ASSIGNERS = {
     "Dynamic ATSS (CIoU)": lambda: DynamicATSSAssigner(),
     "FoveaBox": lambda: FoveaAssigner(),
     "DSLA-FoveaBox": lambda: DSLAFoveaAssigner(),
+    "DW (soft centre prior)": lambda: DWAssigner(),
+    "DW (top-k 9 per level)": lambda: DWAssigner(bag="topk", topk=9),
 }
 
 

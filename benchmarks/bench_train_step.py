@@ -28,6 +28,8 @@ DEFAULT = [
     "projects/DynamicATSS/configs/dynamic_atss_qfl_iou_branch_r18_synth.py",
     "configs/foveabox_r18_synth.py",
     "projects/DSLA/configs/foveabox_dsla_r18_synth.py",
+    "projects/DW/configs/fcos_dw_r18_synth.py",
+    "projects/DW/configs/fcos_dw_refine_r18_synth.py",
 ]
 
 
