@@ -155,6 +155,9 @@ def test_bad_arguments_and_point_sets():
         DWAssigner(sigma=0)
     with pytest.raises(ValueError, match="hard_prior_threshold=1.5"):
         DWAssigner(hard_prior_threshold=1.5)
+    priors = grid([8], [(2, 2)])
+    with pytest.raises(ValueError, match=r"gt classes \[7\] outside \[0, 3\)"):
+        DWAssigner()(priors, [gt_instances([[0, 0, 8, 8]], [7], (16, 16))], 3)
     free = Priors(torch.tensor([[4.0, 4.0]]), torch.zeros(1, 4), torch.tensor([8.0]), torch.zeros(1, dtype=torch.long), [1])
     with pytest.raises(ValueError, match="grid priors"):
         DWAssigner().assign(free, GTBatch.from_instances([gt_instances([[0, 0, 8, 8]], [0])]), 1, {})

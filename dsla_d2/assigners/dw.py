@@ -142,6 +142,9 @@ class DWAssigner(DenseAssigner):
         predictions: Mapping[str, Tensor],
         progress: Optional[TrainingProgress] = None,
     ) -> Assignment:
+        bad = gt.valid & ((gt.classes < 0) | (gt.classes >= num_classes))
+        if bad.any():
+            raise ValueError(f"gt classes {gt.classes[bad].unique().tolist()} outside [0, {num_classes})")
         pairs = self.candidate_bags(priors, gt)
         matched, best = best_bag_per_prior(pairs, gt.boxes.shape[0], len(priors))
         return Assignment.from_matches(gt, matched, num_classes, cls_scores=best, reg_weights=best, pairs=pairs)
