@@ -29,6 +29,7 @@ from ..losses.dense_loss import DenseDetectionLoss
 from ..losses.normalizers import put_scalar
 from ..priors import PriorGenerator, Priors
 from ..quality.coupling import QualityCoupling
+from .agreement import check_parts_agree
 
 __all__ = ["AssignedDenseDetector"]
 
@@ -77,6 +78,7 @@ class AssignedDenseDetector(DenseDetector):
         pixel_mean=(103.53, 116.28, 123.675),
         pixel_std=(1.0, 1.0, 1.0),
     ):
+        check_parts_agree(backbone, head, head_in_features, prior_generator, num_classes)
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.prior_generator = prior_generator
         self.box_coder = box_coder
