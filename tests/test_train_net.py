@@ -72,25 +72,45 @@ def test_train_evaluate_and_serve(tmp_path):
     assert res["bbox"]["AP"] == pytest.approx(final[0]["bbox/AP"], abs=1e-6)
 
 
-def test_stopped_run_resumes_from_last_checkpoint(tmp_path):
+TIME_KEYS = {"time", "data_time", "eta_seconds"}
+
+
+def rows_without_time(path):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in metrics(path)]
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    # The same 7-iteration run (checkpoints after iterations 1, 3, 5), uninterrupted and
+    # killed + resumed, must give bit-identical metrics and weights.
+    opts = ["train.max_iter=7", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=100"]
+    run(tmp_path / "a", *opts)
+    killed = tmp_path / "b"
     # The run dies (SIGKILL, from inside, so the point of death does not depend on how
     # loaded the machine is) right after iteration 3, whose checkpoint is model_0000003.pth.
     cmd = [sys.executable, os.path.join(ROOT, "tests", "kill_at_iteration.py"), "3",
-           "--config-file", CONFIG, f"train.output_dir={tmp_path}", *TINY,
-           "train.max_iter=200", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=100"]
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+           "--config-file", CONFIG, f"train.output_dir={killed}", *TINY, *opts]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as this process (conftest): same float sums
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    with open(tmp_path / "last_checkpoint") as f:
-        last = f.read().strip()
-    assert last == "model_0000003.pth"
-    last_iter = torch.load(tmp_path / last)["iteration"]
-    assert last_iter == 3
-    before = len(metrics(tmp_path))
-    run(tmp_path, f"train.max_iter={last_iter + 3}", "train.checkpointer.period=2", flags=["--resume"])
-    resumed = [r["iteration"] for r in metrics(tmp_path)[before:] if "total_loss" in r]
-    # range(start_iter, max_iter): iterations last+1 and last+2, none repeated
-    assert resumed == [last_iter + 1, last_iter + 2]
-    assert torch.load(tmp_path / "model_final.pth")["iteration"] == last_iter + 2
+    assert (killed / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    assert torch.load(killed / "model_0000003.pth")["iteration"] == 3
+    assert [r["iteration"] for r in metrics(killed)] == [0, 1, 2, 3]
+
+    # Worse than a clean kill: the newest checkpoint is torn (a copy cut short) and the
+    # last metrics line half-written. Resume falls back to model_0000001.pth.
+    ckpt = killed / "model_0000003.pth"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with open(killed / "metrics.json", "a") as f:
+        f.write('{"iteration": 4, "total_lo')
+    with pytest.raises(FileExistsError, match="--resume"):  # no silent rerun over it
+        run(killed, *opts)
+    run(killed, *opts, flags=["--resume"])
+
+    a, b = rows_without_time(tmp_path / "a"), rows_without_time(killed)
+    assert [r["iteration"] for r in b if "total_loss" in r] == list(range(7))  # none twice
+    assert b == a  # losses, lr, statistics and the final AP, bit for bit
+    wa, wb = (torch.load(p / "model_final.pth")["model"] for p in (tmp_path / "a", killed))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_non_finite_loss_raises_floating_point_error(tmp_path):
