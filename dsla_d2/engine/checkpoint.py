@@ -169,9 +169,20 @@ class RunCheckpointer(DetectionCheckpointer):
         )
         return ([named] if named and os.path.basename(named) else []) + others
 
+    def remove_stale_temporaries(self) -> List[str]:
+        """Delete the temporary files of writes that a kill interrupted (main process)."""
+        if not (self.save_to_disk and self.save_dir and os.path.isdir(self.save_dir)):
+            return []
+        stale = [n for n in os.listdir(self.save_dir) if n.startswith(".") and n.endswith(".tmp")]
+        for name in stale:
+            os.remove(os.path.join(self.save_dir, name))
+        return stale
+
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """As DetectionCheckpointer; resuming uses the newest checkpoint that can be
         read, and refuses one of another model."""
+        if resume and self.remove_stale_temporaries():
+            logger.info("Removed temporary files of interrupted checkpoint writes in %s", self.save_dir)
         if not resume:
             self._on_mismatch = "warn"
             return self.load(path, checkpointables=[])
