@@ -96,6 +96,18 @@ def add_dsla_d2_config(ycfg: CfgNode) -> CfgNode:
     return ycfg
 
 
+def _as_merged(node: CfgNode) -> CfgNode:
+    """Nested tuples as yacs' ``merge_from_file`` gives them back (inner ones as lists; e.g.
+    Detectron2's default ``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS``), so that a dumped
+    config reads back equal."""
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            _as_merged(value)
+        elif isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):
+            node[key] = tuple(list(v) if isinstance(v, tuple) else v for v in value)
+    return node
+
+
 def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> CfgNode:
     """A yacs config for ``DefaultPredictor`` from a lazy config (object or file path).
 
@@ -105,7 +117,7 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_t
     if isinstance(cfg, str):
         cfg = LazyConfig.load(cfg)
     model = cfg.model
-    check_targets(model, allowed_targets, source="the model config")
+    check_targets(model, allowed_targets, source="the config", path="model")
     target = model._target_
     cls = locate(target) if isinstance(target, str) else target
     name = cls.__name__
@@ -131,7 +143,7 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_t
     if device is None:
         device = OmegaConf.select(cfg, "train.device", default=None) or "cpu"
     ycfg.MODEL.DEVICE = device
-    return ycfg
+    return _as_merged(ycfg)
 
 
 def lazy_model_kwargs(ycfg: CfgNode) -> dict:

@@ -49,15 +49,18 @@ def _trusted(target: str, modules: Sequence[str]) -> bool:
         obj = locate(target)
     except Exception:
         return True  # instantiate() will report that it does not exist
-    home = getattr(obj, "__module__", None) or ""
-    return _allowed(f"{home}.{getattr(obj, '__qualname__', '')}", modules) or _allowed(target, modules) and home == ""
+    home = getattr(obj, "__module__", None)
+    if not home:  # nothing says where it comes from: its name decides
+        return True
+    return _allowed(f"{home}.{getattr(obj, '__qualname__', '')}", modules)
 
 
-def check_targets(node, extra_allowed: Sequence[str] = (), source: str = "the config") -> None:
-    """Raise :class:`UntrustedTargetError` naming every ``_target_`` of ``node`` that is not
-    in :data:`ALLOWED_MODULES` or ``extra_allowed`` (module or full names)."""
+def check_targets(node, extra_allowed: Sequence[str] = (), source: str = "the config", path: str = "") -> None:
+    """Raise :class:`UntrustedTargetError` naming every ``_target_`` of ``node`` (whose
+    config path is ``path``) that is not in :data:`ALLOWED_MODULES` or ``extra_allowed``
+    (module or full names)."""
     modules = tuple(ALLOWED_MODULES) + tuple(extra_allowed)
-    bad = [(path, target) for path, target in find_targets(node) if not _trusted(str(target), modules)]
+    bad = [(p, target) for p, target in find_targets(node, path) if not _trusted(str(target), modules)]
     if bad:
         listed = ", ".join(f"{path}={target}" for path, target in bad)
         raise UntrustedTargetError(
