@@ -10,8 +10,9 @@ follows ``train.max_iter`` (only the D_up / D_down weights of Table 3 read it).
 from detectron2.config import LazyCall as L
 
 from dsla_d2.assigners.atss import DynamicATSSAssigner
+from dsla_d2.model_zoo import NODES, get_config
 
-from ....configs.atss_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/atss_R_50_FPN_1x.py", keys=NODES)
 
 model.assigner = L(DynamicATSSAssigner)(
     topk=9,
