@@ -1,4 +1,7 @@
-"""Configs load by repository path (``dsla_d2.model_zoo``)."""
+"""Configs load by repository path (``dsla_d2.model_zoo``), projects never reach into
+``configs/`` by relative imports, and the config helpers reject models they do not know."""
+import ast
+import glob
 import os
 
 import pytest
@@ -34,3 +37,37 @@ def test_missing_file_and_key_are_named():
         get_config("configs/no_such_config.py")
     with pytest.raises(KeyError, match=r"fcos_r18_synth\.py.*no 'modle'"):
         get_config("configs/fcos_r18_synth.py", keys=("modle", "train"))
+
+
+def _relative_import_targets(path):
+    """Folders that the relative imports of the file at ``path`` resolve into."""
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            folder = os.path.dirname(path)
+            for _ in range(node.level - 1):
+                folder = os.path.dirname(folder)
+            yield os.path.normpath(folder)
+
+
+def test_relative_imports_stay_inside_their_config_tree():
+    # projects/<paper>/configs/... may import relatively only inside projects/<paper>/configs;
+    # anything from configs/ comes through model_zoo.get_config (Detectron2's pattern).
+    for path in glob.glob(os.path.join(REPO_ROOT, "projects", "*", "configs", "**", "*.py"), recursive=True):
+        tree_root = os.path.join(REPO_ROOT, "projects", os.path.relpath(path, os.path.join(REPO_ROOT, "projects")).split(os.sep)[0], "configs")
+        for folder in _relative_import_targets(path):
+            assert folder.startswith(tree_root), f"{os.path.relpath(path, REPO_ROOT)} imports from {folder} by a relative import"
+    for path in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.py"), recursive=True):
+        for folder in _relative_import_targets(path):
+            assert folder.startswith(os.path.join(REPO_ROOT, "configs")), path
+
+
+def test_helpers_name_the_model_they_cannot_edit():
+    to_dsla = get_config("projects/DSLA/configs/common/dsla.py", keys="to_dsla")
+    to_embedded_small = get_config("configs/common/models/embedded.py", keys="to_embedded_small")
+    atss = get_config("configs/atss_R_50_FPN_1x.py", keys="model")
+    with pytest.raises(ValueError, match="DslaATSS"):
+        to_dsla(atss)
+    atss._target_ = LazyConfig  # any callable that is not one of our three detectors
+    with pytest.raises(ValueError, match="LazyConfig"):
+        to_embedded_small(atss)
