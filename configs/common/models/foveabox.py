@@ -5,7 +5,9 @@ et al., IEEE TIP 2020) and mmdetection's ``configs/foveabox/fovea_r50_fpn_4x4_1x
 (36.5 AP):
 
 - ResNet-50 + FPN P3-P7, strides 8..128; P6 is computed from C5 (mmdetection's
-  ``add_extra_convs='on_input'``), P7 from P6;
+  ``add_extra_convs='on_input'``), P7 = conv(P6) **without** a ReLU between them
+  (mmdetection's FPN default ``relu_before_extra_convs=False``; Detectron2's
+  ``LastLevelP6P7`` applies one): ``dsla_d2.backbones.LastLevelP6P7NoReLU``;
 - FoveaBoxHead: 4 × [3×3 conv 256, GN(32), ReLU] towers (the spec's head; mmdetection's
   36.5 config has no norm in the head — set ``model.head.norm = ""`` to match it), linear
   box output in log space, no per-level scale, no quality branch;
@@ -37,7 +39,7 @@ BASE_EDGES = [16, 32, 64, 128, 256]
 SCALE_RANGES = [[1, 64], [32, 128], [64, 256], [128, 512], [256, 2048]]
 
 model._target_ = DslaFoveaBox
-model.backbone = resnet_fpn(depth=50, p6_from="res5")
+model.backbone = resnet_fpn(depth=50, p6_from="res5", relu_before_p7=False)
 model.head._target_ = FoveaBoxHead
 model.box_coder = L(FoveaLogBoxCoder)(base_edges=BASE_EDGES, clamp=[1.0 / 16, 16.0])
 model.assigner = L(FoveaAssigner)(scale_ranges=SCALE_RANGES, sigma=0.4)
