@@ -23,9 +23,7 @@ from detectron2.config import LazyCall as L
 from dsla_d2.assigners.atss import ATSSAssigner
 from dsla_d2.box_coders import DeltaBoxCoder
 from dsla_d2.heads import ATSSHead
-from dsla_d2.losses import DenseDetectionLoss
 from dsla_d2.meta_arch import DslaATSS
-from dsla_d2.quality import QualityCoupling
 
 from .dense import model
 
@@ -38,13 +36,5 @@ model.head.learnable_scale = True
 model.prior_generator.anchor_scale = 8
 model.box_coder = L(DeltaBoxCoder)(weights=[10.0, 10.0, 5.0, 5.0], scale_clamp=math.log(1000.0 / 16))
 model.assigner = L(ATSSAssigner)(topk=9, center_margin=0.01, regression_weight="centerness")
-model.quality = L(QualityCoupling)(branch="centerness", cls_target="static")
-model.loss = L(DenseDetectionLoss)(
-    cls_loss="focal",
-    focal_alpha=0.25,
-    focal_gamma=2.0,
-    cls_normalizer="num_pos",
-    box_loss="giou",
-    box_weight=2.0,
-    box_normalizer="sum_weights",
-)
+model.loss.box_loss = "giou"  # focal loss and centerness branch: the dense base
+model.loss.box_weight = 2.0

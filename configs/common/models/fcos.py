@@ -11,9 +11,7 @@ from detectron2.config import LazyCall as L
 from dsla_d2.assigners import FCOSAssigner
 from dsla_d2.box_coders import LTRBBoxCoder
 from dsla_d2.heads import FCOSHead
-from dsla_d2.losses import DenseDetectionLoss
 from dsla_d2.meta_arch import DslaFCOS
-from dsla_d2.quality import QualityCoupling
 
 from .dense import model
 
@@ -25,12 +23,4 @@ model.head.quality_branch = "reg"
 model.head.box_activation = "exp"
 model.box_coder = L(LTRBBoxCoder)(normalize_by_stride=False)
 model.assigner = L(FCOSAssigner)(size_ranges=SIZE_RANGES, center_sampling_radius=0.0, regression_weight="centerness")
-model.quality = L(QualityCoupling)(branch="centerness", cls_target="static")
-model.loss = L(DenseDetectionLoss)(
-    cls_loss="focal",
-    focal_alpha=0.25,
-    focal_gamma=2.0,
-    cls_normalizer="num_pos",
-    box_loss="iou",
-    box_normalizer="sum_weights",
-)
+model.loss.box_loss = "iou"  # −log IoU; focal loss and centerness branch: the dense base
