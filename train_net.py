@@ -41,6 +41,7 @@ from detectron2.utils import comm
 from omegaconf import OmegaConf
 
 from dsla_d2.data import register_coco_json_dataset
+from dsla_d2.engine import TrainingProgressHook
 from dsla_d2.evaluation import evaluate_model
 
 logger = logging.getLogger("dsla_d2.train_net")
@@ -163,6 +164,7 @@ def do_train(args, cfg):
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
+            TrainingProgressHook(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),

@@ -17,9 +17,11 @@ from typing import Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
+from detectron2.config import CfgNode, LazyConfig, get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.registry import _convert_target_to_string, locate
+
+from .meta_arch.yacs_bridge import lazy_model_kwargs
 
 __all__ = [
     "lazy_to_yacs",
@@ -96,19 +98,6 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None) -> CfgNod
         device = OmegaConf.select(cfg, "train.device", default=None) or "cpu"
     ycfg.MODEL.DEVICE = device
     return ycfg
-
-
-def lazy_model_kwargs(ycfg: CfgNode) -> dict:
-    """Constructor arguments of the model described in ``ycfg.MODEL.DSLA_D2.LAZY_MODEL``."""
-    try:
-        text = ycfg.MODEL.DSLA_D2.LAZY_MODEL
-    except AttributeError:
-        raise ValueError(
-            "This CfgNode does not describe a dsla_d2 model (no MODEL.DSLA_D2.LAZY_MODEL). "
-            "Build it with dsla_d2.serving.lazy_to_yacs(lazy_cfg)."
-        ) from None
-    node = OmegaConf.create(text)
-    return {k: instantiate(v) if isinstance(v, (DictConfig, ListConfig)) else v for k, v in node.items() if k != "_target_"}
 
 
 def find_weights(output_dir: str) -> str:

@@ -38,7 +38,6 @@ from torch import Tensor
 
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .fcos import per_prior_ranges
 
 __all__ = [
     "FoveaAssigner",
@@ -161,7 +160,7 @@ class FoveaAssigner(DenseAssigner):
         """(N, R, G) bool: point r is in the fovea of gt g on r's level and g's scale fits
         that level."""
         sqrt_areas = gt_sqrt_areas(gt)
-        lo, hi = per_prior_ranges(priors, self.scale_ranges)
+        lo, hi = priors.per_level(self.scale_ranges).unbind(-1)
         in_range = (sqrt_areas[:, None, :] >= lo[None, :, None]) & (sqrt_areas[:, None, :] <= hi[None, :, None])
         return fovea_mask(priors, gt.boxes, self.sigma) & in_range & gt.valid[:, None, :]
 

@@ -4,8 +4,9 @@ targets (focal loss) and the centerness branch.
 Paper: Table 1 "ATSS+CIoUs", Table 2 row 3 (AIoUs ✓ PIoUs ✓ centerness ✓), Table 3 row 1
 (PIoUs : AIoUs = 1 : 1): 39.75 AP (COCO val2017, R-50, 1x).
 
-Base of every other combined-IoU config in this folder. ``max_iter`` of the assigner
-follows ``train.max_iter`` (only the D_up / D_down weights of Table 3 read it).
+Base of every other combined-IoU config in this folder. The D_up / D_down weights of
+Table 3 follow the run's own progress iteration / ``train.max_iter`` (handed to the
+assigner by the trainer's ``TrainingProgressHook``).
 """
 from detectron2.config import LazyCall as L
 
@@ -19,5 +20,4 @@ model.assigner = L(DynamicATSSAssigner)(
     regression_weight="centerness",
     anchor_iou_weight=1.0,  # w_a
     pred_iou_weight=1.0,  # w_p
-    max_iter="${...train.max_iter}",
 )

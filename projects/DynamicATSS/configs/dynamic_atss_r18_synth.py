@@ -14,5 +14,4 @@ model.assigner = L(DynamicATSSAssigner)(
     regression_weight="centerness",
     anchor_iou_weight=1.0,
     pred_iou_weight=1.0,
-    max_iter="${...train.max_iter}",
 )
