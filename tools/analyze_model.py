@@ -3,7 +3,8 @@
 
     python tools/analyze_model.py --config-file configs/atss_R_50_FPN_1x.py
     python tools/analyze_model.py --config-file configs/fcos_r18_synth.py --size 192 288 --out-json fcos.json
-    python tools/analyze_model.py --config-file configs/atss_r18_synth.py --config-file configs/fcos_r18_synth.py --out-json synth.json
+    python tools/analyze_model.py --config-file configs/atss_r18_synth.py --config-file configs/fcos_r18_synth.py \
+        --out-json synth.json                                                  # several configs
     python tools/analyze_model.py --config-file CFG model.head.num_convs=2     # key=value overrides as train_net.py
 
 FLOPs are counted by fvcore's ``FlopCountAnalysis`` (what ``detectron2.utils.analysis``
@@ -145,7 +146,8 @@ def format_table(result: Dict, title: str) -> str:
     for key in ("backbone", "head", "total"):
         lines.append(f"{key:<58}{m(result['params'][key])} {g(result['flops'][key])}")
     if result["params"]["detector"] != result["params"]["total"]:
-        lines.append(f"(detector parameters outside backbone and head: {result['params']['detector'] - result['params']['total']})")
+        outside = result["params"]["detector"] - result["params"]["total"]
+        lines.append(f"(detector parameters outside backbone and head: {outside})")
     nc = result["not_counted"]
     lines.append("not counted: " + (", ".join(f"{op} ×{n}" for op, n in nc.items()) if nc else "nothing"))
     return "\n".join(lines)
@@ -156,7 +158,8 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, action="append", help="a lazy config (repeat the flag for several)")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: each config's test size)")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
+                   help="input size (default: each config's test size)")
     p.add_argument("--out-json", help='write {"command": this command line, "results": [one per config]} as json')
     p.add_argument("opts", nargs="*", help="key=value config overrides (applied to every config)")
     args = p.parse_args(argv)

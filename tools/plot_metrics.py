@@ -32,6 +32,7 @@ import numpy as np
 
 logger = logging.getLogger("plot_metrics")
 Series = Dict[int, float]  # iteration -> value
+Curve = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # iterations, mean, std (None: one run)
 
 
 def metrics_file(path: str) -> str:
@@ -81,7 +82,7 @@ def is_smoothed(key: str) -> bool:
     return key != "lr" and "/" not in key
 
 
-def group_curve(runs: List[Dict[str, Series]], key: str, window: int) -> Optional[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+def group_curve(runs: List[Dict[str, Series]], key: str, window: int) -> Optional[Curve]:
     """(iterations, mean, std) of ``key`` over a group of runs (std None for one run),
     or None if a run of the group lacks the key or they share no iteration."""
     if any(key not in r for r in runs):

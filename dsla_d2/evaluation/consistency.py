@@ -143,7 +143,8 @@ class ConsistencyEvaluator(DatasetEvaluator):
                 return {}
         metrics = consistency_metrics(records)
         logger.info(
-            "%s on %s: Pearson %s, Spearman %s over %d detections; top-scored IoU %s, inconsistent %s of %d matched gts",
+            "%s on %s: Pearson %s, Spearman %s over %d detections; "
+            "top-scored IoU %s, inconsistent %s of %d matched gts",
             self.prefix, self.dataset_name, _fmt(metrics["pearson"]), _fmt(metrics["spearman"]),
             metrics["num_detections"], _fmt(metrics["top_iou"]), _fmt(metrics["inconsistent_frac"]),
             metrics["num_gts_matched"],

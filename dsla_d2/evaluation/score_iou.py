@@ -56,7 +56,8 @@ def match_detections(det_boxes, det_classes, gt_boxes, gt_classes, gt_crowd, cro
         ious, gt_index = torch.zeros(d), torch.full((d,), -1, dtype=torch.int64)
     # COCO's crowd "IoU" is the fraction of the detection inside the crowd region
     crowd_cover = pairwise_ioa(Boxes(gt_boxes[gt_crowd]), Boxes(det_boxes))  # (Gc, D)
-    crowd_cover = torch.where(gt_classes[gt_crowd][:, None] == det_classes[None, :], crowd_cover, torch.zeros_like(crowd_cover))
+    same_class = gt_classes[gt_crowd][:, None] == det_classes[None, :]
+    crowd_cover = torch.where(same_class, crowd_cover, torch.zeros_like(crowd_cover))
     covered = crowd_cover.max(dim=0).values if crowd_cover.shape[0] > 0 else torch.zeros(d)
     ignored = (ious < crowd_iou_thresh) & (covered >= crowd_iou_thresh)
     return ious, gt_index, ignored
@@ -125,7 +126,8 @@ def per_gt_consistency(scores, ious, gt_index, num_gts: int) -> Dict[str, np.nda
     safe = np.maximum(num_top, 1.0)
     top_iou = np.bincount(g, weights=np.where(is_top, u, 0.0), minlength=num_gts) / safe
     inconsistent = 1.0 - np.bincount(g, weights=is_top_best, minlength=num_gts) / safe
-    return dict(num_dets=num_dets, top_iou=top_iou, best_iou=np.where(num_dets > 0, best_iou, 0.0), inconsistent=inconsistent)
+    best_iou = np.where(num_dets > 0, best_iou, 0.0)
+    return dict(num_dets=num_dets, top_iou=top_iou, best_iou=best_iou, inconsistent=inconsistent)
 
 
 FG_IOU = 0.5  # the ``_iou50`` metrics: detections that are true positives at AP50
@@ -148,7 +150,9 @@ def consistency_metrics(records: List[dict]) -> Dict[str, Optional[float]]:
     """
     num_gts = np.array([r["num_gts"] for r in records], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(num_gts)[:-1]]).astype(np.int64)
-    cat = lambda key, dtype: np.concatenate([np.asarray(r[key], dtype).reshape(-1) for r in records] or [np.zeros(0, dtype)])  # noqa: E731
+    def cat(key, dtype):
+        return np.concatenate([np.asarray(r[key], dtype).reshape(-1) for r in records] or [np.zeros(0, dtype)])
+
     scores, ious, local = cat("scores", np.float64), cat("ious", np.float64), cat("gt_index", np.int64)
     image_of_det = np.repeat(np.arange(len(records)), [np.asarray(r["scores"]).size for r in records])
     gt_index = np.where(local >= 0, local + offsets[image_of_det], -1)  # index among all gts
