@@ -12,11 +12,12 @@
 Built like Detectron2's ``tools/lazyconfig_train_net.py``: ``LazyConfig.load`` +
 ``apply_overrides`` + ``default_setup``, ``SimpleTrainer`` (``AMPTrainer`` on CUDA),
 ``DetectionCheckpointer`` (our atomic, self-describing :class:`RunCheckpointer`),
-periodic checkpoints, ``EvalHook`` with ``COCOEvaluator``, and metrics.json / TensorBoard /
-console writers; ``launch`` for multi-GPU, multi-machine and multi-process CPU (gloo).
-Start-up checks, in order: overrides (known keys), numeric values, datasets (files,
-boxes, classes of train vs test vs model), output directory (no silent rerun); all before
-the model is built.
+periodic checkpoints, ``EvalHook`` with ``COCOEvaluator`` (and
+``dsla_d2.evaluation.ConsistencyEvaluator`` with ``train.consistency_eval.enabled=True``), and
+metrics.json / TensorBoard / console writers; ``launch`` for multi-GPU, multi-machine and
+multi-process CPU (gloo). Start-up checks, in order: overrides (known keys), numeric
+values, datasets (files, boxes, classes of train vs test vs model), output directory (no
+silent rerun); all before the model is built.
 """
 import difflib
 import hashlib
@@ -28,7 +29,7 @@ import torch
 import dsla_d2  # noqa: F401  (applies dsla_d2.compat, registers our parts and datasets)
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_argument_parser, default_setup, hooks
-from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.evaluation import print_csv_format
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
@@ -36,6 +37,7 @@ from omegaconf import OmegaConf
 
 from dsla_d2.data import register_coco_json_dataset
 from dsla_d2.data.coco_json import BAD_BOX_POLICIES
+from dsla_d2.engine import TrainingProgressHook
 from dsla_d2.engine.checkpoint import RunCheckpointer, load_for_inference, model_description
 from dsla_d2.engine.config_checks import validate_config
 from dsla_d2.engine.data_checks import check_datasets_agree, count_annotations, dataset_names
@@ -43,6 +45,7 @@ from dsla_d2.engine.data_order import ResumableTrainLoader
 from dsla_d2.engine.distributed import create_ddp_model, launch
 from dsla_d2.engine.hooks import METRICS_WINDOW, DataOrderHook, MetricsHistory
 from dsla_d2.engine.run_dir import check_output_dir, eval_output_dir, move_run_aside, repair_metrics
+from dsla_d2.evaluation import evaluate_model
 
 logger = logging.getLogger("dsla_d2.train_net")
 _MISSING = object()
@@ -156,8 +159,14 @@ def do_test(cfg, model):
     if problem:
         logger.error("Not evaluating: %s", problem)
         return {}
-    cfg.dataloader.evaluator.output_dir = os.path.join(cfg.train.output_dir, "inference")
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    output_dir = os.path.join(cfg.train.output_dir, "inference")
+    cfg.dataloader.evaluator.output_dir = output_dir
+    # train.consistency_eval: {enabled, pre_nms}, score-IoU consistency next to COCO AP
+    results = evaluate_model(
+        model, lambda: instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator),
+        dataset_name=cfg.dataloader.test.dataset.names, output_dir=output_dir,
+        **dict(cfg.train.get("consistency_eval", None) or {}),
+    )
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -195,6 +204,7 @@ def training_hooks(cfg, model, checkpointer, train_loader):
     resumable = isinstance(train_loader, ResumableTrainLoader)
     return [
         hooks.IterationTimer(),
+        TrainingProgressHook(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         DataOrderHook(train_loader) if resumable else None,
         MetricsHistory(),

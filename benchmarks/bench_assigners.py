@@ -60,14 +60,14 @@ def make_inputs(num_images, num_gts, device, seed=0):
 def bench(name, make, inputs, repeat, device):
     priors, gts, boxes, logits = inputs
     assigner = make().to(device)
-    assigner(priors, gts, 80, pred_boxes=boxes, pred_logits=logits)  # warm-up
+    assigner(priors, gts, 80, {"pred_boxes": boxes, "cls_logits": logits})  # warm-up
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        a = assigner(priors, gts, 80, pred_boxes=boxes, pred_logits=logits)
+        a = assigner(priors, gts, 80, {"pred_boxes": boxes, "cls_logits": logits})
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)

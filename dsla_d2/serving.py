@@ -13,7 +13,7 @@ One call from a training output directory::
 
 Serving is a trust boundary: only ``_target_``\ s under dsla_d2, detectron2, torch and
 torchvision are instantiated unless ``allowed_targets`` names more
-(:mod:`dsla_d2.engine.trust`), and the weights must be those of the configured model
+(:mod:`dsla_d2.utils.trust`), and the weights must be those of the configured model
 (:func:`dsla_d2.engine.checkpoint.load_for_inference`). What ``predictor(image)``
 accepts is :func:`as_bgr_uint8`'s contract.
 """
@@ -25,14 +25,15 @@ from typing import Optional, Sequence
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
+from detectron2.config import CfgNode, LazyConfig, get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.registry import _convert_target_to_string, locate
 
 from .engine.checkpoint import DESCRIPTION_KEY, load_for_inference, model_description
-from .engine.trust import check_targets
+from .meta_arch.yacs_bridge import lazy_model_kwargs
+from .utils.trust import check_targets
 
 __all__ = [
     "lazy_to_yacs",
@@ -144,21 +145,6 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_t
         device = OmegaConf.select(cfg, "train.device", default=None) or "cpu"
     ycfg.MODEL.DEVICE = device
     return _as_merged(ycfg)
-
-
-def lazy_model_kwargs(ycfg: CfgNode) -> dict:
-    """Constructor arguments of the model described in ``ycfg.MODEL.DSLA_D2.LAZY_MODEL``."""
-    try:
-        text = ycfg.MODEL.DSLA_D2.LAZY_MODEL
-    except AttributeError:
-        raise ValueError(
-            "This CfgNode does not describe a dsla_d2 model (no MODEL.DSLA_D2.LAZY_MODEL). "
-            "Build it with dsla_d2.serving.lazy_to_yacs(lazy_cfg)."
-        ) from None
-    node = OmegaConf.create(text)
-    allowed = ycfg.MODEL.DSLA_D2.get("ALLOWED_TARGETS", [])
-    check_targets(node, allowed, source="MODEL.DSLA_D2.LAZY_MODEL")
-    return {k: instantiate(v) if isinstance(v, (DictConfig, ListConfig)) else v for k, v in node.items() if k != "_target_"}
 
 
 def find_weights(output_dir: str) -> str:

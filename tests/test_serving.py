@@ -9,7 +9,7 @@ import dsla_d2
 from detectron2.config import LazyConfig, get_cfg
 from detectron2.modeling import build_model
 
-from dsla_d2.engine.trust import UntrustedTargetError, check_targets
+from dsla_d2.utils.trust import UntrustedTargetError, check_targets
 from dsla_d2.serving import DslaPredictor, add_dsla_d2_config, as_bgr_uint8, lazy_to_yacs
 from test_engine_checkpoint import untrained_checkpoint
 from test_train_net import CONFIG, TINY

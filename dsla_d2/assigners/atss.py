@@ -37,16 +37,15 @@ assigner: they are ``QualityCoupling(cls_target="iou", branch="iou")`` and
 ``DenseDetectionLoss(cls_loss="qfl"|"vfl")``.
 """
 import logging
-from typing import List, Optional, Union
+from typing import List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
 
-from detectron2.utils.events import get_event_storage
-
+from ..box_ops import aligned_box_iou, centerness_from_ltrb
 from ..priors import Priors
+from ..utils.progress import TrainingProgress
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .geometry import aligned_box_iou, centerness_from_ltrb
 
 __all__ = ["ATSSAssigner", "DynamicATSSAssigner", "select_topk_candidates", "unbiased_std", "resolve_iou_weight"]
 
@@ -144,11 +143,11 @@ class ATSSAssigner(DenseAssigner):
             "down" for D_up / D_down (Table 3).
         pred_iou_weight: w_p, the weight of the predicted IoUs; same values. Non-zero (or a
             schedule) makes the assigner read the detached predicted boxes.
-        max_iter: total training iterations, for D_up / D_down.
-        iteration: the current iteration for D_up / D_down. ``None`` (default) reads it from
-            Detectron2's current ``EventStorage`` (``storage.iter``); outside a trainer
-            (no storage) iteration 0 is used. Tests and scripts may set it (it is a plain
-            attribute) to evaluate a schedule at a given iteration.
+
+    D_up / D_down need the training progress iter/max_iter: it arrives as the ``progress``
+    argument of the call (:class:`~dsla_d2.utils.progress.TrainingProgress`, set on the
+    model by the trainer's :class:`~dsla_d2.engine.TrainingProgressHook`). Without one
+    (an assigner called on its own) a schedule is evaluated at iteration 0, with a warning.
 
     ``extras`` of the returned :class:`Assignment`:
         ``threshold`` (N, G): t_g (eq. 4; mean + std of the AIoUs for ATSS), 0 for
@@ -163,16 +162,12 @@ class ATSSAssigner(DenseAssigner):
         regression_weight: str = "centerness",
         anchor_iou_weight: IoUWeight = 1.0,
         pred_iou_weight: IoUWeight = 0.0,
-        max_iter: int = 90000,
-        iteration: Optional[int] = None,
     ):
         super().__init__()
         if int(topk) < 1:
             raise ValueError(f"topk={topk} must be ≥ 1")
         if regression_weight not in ("centerness", "uniform"):
             raise ValueError(f"regression_weight must be 'centerness' or 'uniform', got {regression_weight!r}")
-        if int(max_iter) < 1:
-            raise ValueError(f"max_iter={max_iter} must be ≥ 1")
         self.topk = int(topk)
         self.center_margin = float(center_margin)
         self.regression_weight = regression_weight
@@ -180,66 +175,61 @@ class ATSSAssigner(DenseAssigner):
         self.pred_iou_weight = _check_weight("pred_iou_weight", pred_iou_weight)
         if self.anchor_iou_weight == 0.0 and self.pred_iou_weight == 0.0:
             raise ValueError("anchor_iou_weight and pred_iou_weight cannot both be 0")
-        self.max_iter = int(max_iter)
-        self.iteration = iteration
-        self._warned_no_storage = False
+        self._warned_no_progress = False
 
     @property
-    def needs_predictions(self) -> bool:  # overrides DenseAssigner's class attribute
-        return self.pred_iou_weight != 0.0
+    def required_predictions(self):  # overrides DenseAssigner's class attribute
+        return ("pred_boxes",) if self.pred_iou_weight != 0.0 else ()
 
     def extra_repr(self) -> str:
         return (
             f"topk={self.topk}, center_margin={self.center_margin}, regression_weight={self.regression_weight!r}, "
-            f"anchor_iou_weight={self.anchor_iou_weight!r}, pred_iou_weight={self.pred_iou_weight!r}, "
-            f"max_iter={self.max_iter}"
+            f"anchor_iou_weight={self.anchor_iou_weight!r}, pred_iou_weight={self.pred_iou_weight!r}"
         )
 
     # ------------------------------------------------------------------ weights
-    def current_iteration(self) -> int:
-        if self.iteration is not None:
-            return int(self.iteration)
-        try:
-            return int(get_event_storage().iter)
-        except AssertionError:  # no EventStorage: outside a trainer
-            if self._uses_schedule() and not self._warned_no_storage:
-                logger.warning("%s: no EventStorage and no explicit iteration; using iteration 0", type(self).__name__)
-                self._warned_no_storage = True
-            return 0
-
     def _uses_schedule(self) -> bool:
         return isinstance(self.anchor_iou_weight, str) or isinstance(self.pred_iou_weight, str)
 
-    def progress(self) -> float:
-        """iter / max_iter clamped to [0, 1]."""
-        return min(max(self.current_iteration() / self.max_iter, 0.0), 1.0)
-
-    def iou_weights(self):
-        """(w_a, w_p) at the current iteration."""
-        progress = self.progress()
+    def iou_weights(self, progress: Optional[TrainingProgress] = None):
+        """(w_a, w_p) at the given training progress (iteration 0 if None)."""
+        if progress is None:
+            if self._uses_schedule() and not self._warned_no_progress:
+                logger.warning("%s: no training progress given; D_up/D_down use iteration 0", type(self).__name__)
+                self._warned_no_progress = True
+            fraction = 0.0
+        else:
+            fraction = progress.fraction
         return (
-            resolve_iou_weight(self.anchor_iou_weight, progress),
-            resolve_iou_weight(self.pred_iou_weight, progress),
+            resolve_iou_weight(self.anchor_iou_weight, fraction),
+            resolve_iou_weight(self.pred_iou_weight, fraction),
         )
 
     # ------------------------------------------------------------------ assignment
     def assign(
-        self, priors: Priors, gt: GTBatch, num_classes: int, pred_boxes: Optional[Tensor] = None, **preds
+        self,
+        priors: Priors,
+        gt: GTBatch,
+        num_classes: int,
+        predictions: Mapping[str, Tensor],
+        progress: Optional[TrainingProgress] = None,
     ) -> Assignment:
         """
         Args:
             priors: R priors; ``priors.anchors`` (R, 4) are the square anchors.
             gt: padded gts (N, G).
-            pred_boxes: (N, R, 4) detached decoded predicted boxes (needed iff
-                :attr:`needs_predictions`).
+            predictions: ``"pred_boxes"`` (N, R, 4), the detached decoded predicted boxes,
+                is read when w_p ≠ 0 (:attr:`required_predictions`).
+            progress: training progress, for D_up / D_down.
         """
         anchors = priors.anchors
         device = anchors.device
         n_img, n_gt = gt.classes.shape
         n_pri = anchors.shape[0]
-        w_a, w_p = self.iou_weights()
+        w_a, w_p = self.iou_weights(progress)
         weights_t = torch.tensor([w_a, w_p], device=device)
-        if self.needs_predictions and pred_boxes is None:
+        pred_boxes = predictions.get("pred_boxes")
+        if self.required_predictions and pred_boxes is None:
             raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
 
         if n_gt == 0 or n_pri == 0:
@@ -328,5 +318,5 @@ class DynamicATSSAssigner(ATSSAssigner):
         super().__init__(anchor_iou_weight=anchor_iou_weight, pred_iou_weight=pred_iou_weight, **kwargs)
 
     @property
-    def needs_predictions(self) -> bool:
-        return True
+    def required_predictions(self):
+        return ("pred_boxes",)

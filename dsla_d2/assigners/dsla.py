@@ -24,10 +24,10 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..box_ops import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .fcos import DEFAULT_SIZE_RANGES, per_prior_ranges
-from .geometry import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
+from .fcos import DEFAULT_SIZE_RANGES
 
 __all__ = ["DSLAAssigner", "relaxed_ranges", "relaxation_score", "core_zone_mask"]
 
@@ -182,10 +182,10 @@ class DSLAAssigner(DenseAssigner):
 
         # Eq. 3-4: the head score from m = max(l, t, r, b) (pixels).
         m = ltrb.max(dim=-1).values  # (N, R, G)
-        lo, hi = per_prior_ranges(priors, self.size_ranges)
+        lo, hi = priors.per_level(self.size_ranges).unbind(-1)
         lo, hi = lo[None, :, None], hi[None, :, None]
         if self.relaxation:
-            glo, ghi = per_prior_ranges(priors, self.relaxed_size_ranges)
+            glo, ghi = priors.per_level(self.relaxed_size_ranges).unbind(-1)
             head = relaxation_score(m, lo, hi, glo[None, :, None], ghi[None, :, None])
         else:
             head = ((m >= lo) & (m <= hi)).to(m.dtype)

@@ -29,12 +29,11 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..box_ops import centerness_from_ltrb, point_box_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .dsla import core_zone_mask, relaxation_score, relaxed_ranges
-from .fcos import per_prior_ranges
 from .fovea import FOVEA_SCALE_RANGES, fovea_mask, gt_sqrt_areas, paint_order_match
-from .geometry import centerness_from_ltrb, point_box_ltrb
 
 __all__ = ["DSLAFoveaAssigner"]
 
@@ -91,8 +90,8 @@ class DSLAFoveaAssigner(DenseAssigner):
         if self.core_zone:
             core = core_zone_mask(priors.points, priors.strides, gt.boxes) & inside
             c = torch.where(core, torch.ones_like(c), c)
-        lo, hi = per_prior_ranges(priors, self.scale_ranges)
-        glo, ghi = per_prior_ranges(priors, self.relaxed_ranges)
+        lo, hi = priors.per_level(self.scale_ranges).unbind(-1)
+        glo, ghi = priors.per_level(self.relaxed_ranges).unbind(-1)
         h = relaxation_score(
             gt_sqrt_areas(gt)[:, None, :], lo[None, :, None], hi[None, :, None], glo[None, :, None], ghi[None, :, None]
         )

@@ -3,25 +3,14 @@ from typing import Sequence, Tuple
 
 import torch
 
+from ..box_ops import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .geometry import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
 
-__all__ = ["FCOSAssigner", "DEFAULT_SIZE_RANGES", "per_prior_ranges"]
+__all__ = ["FCOSAssigner", "DEFAULT_SIZE_RANGES"]
 
 INF = 1e8
 DEFAULT_SIZE_RANGES = ((0, 64), (64, 128), (128, 256), (256, 512), (512, INF))
-
-
-def per_prior_ranges(priors: Priors, size_ranges: Sequence[Tuple[float, float]]):
-    """(R,) lower and upper bounds of each prior's level."""
-    ranges = torch.tensor(size_ranges, dtype=priors.points.dtype, device=priors.points.device)
-    if ranges.shape[0] != len(priors.num_per_level):
-        raise ValueError(
-            f"{ranges.shape[0]} size ranges given for {len(priors.num_per_level)} levels"
-        )
-    r = ranges[priors.levels]
-    return r[:, 0], r[:, 1]
 
 
 @ASSIGNER_REGISTRY.register()
@@ -58,7 +47,7 @@ class FCOSAssigner(DenseAssigner):
         else:
             inside = ltrb.min(dim=-1).values > 0
         m = ltrb.max(dim=-1).values
-        lo, hi = per_prior_ranges(priors, self.size_ranges)
+        lo, hi = priors.per_level(self.size_ranges).unbind(-1)
         in_range = (m >= lo[None, :, None]) & (m <= hi[None, :, None])
         candidate = inside & in_range & gt.valid[:, None, :]
 

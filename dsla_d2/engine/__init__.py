@@ -1,8 +1,10 @@
 """Training-run machinery around Detectron2's engine, one concept per module.
 
+* :mod:`.progress`: the hook that tells the model where training is.
 * :mod:`.config_checks`: numeric config values validated at start-up, naming the key.
 * :mod:`.run_dir`: the output-directory policy (no silent rerun over a run; ``--resume``,
   ``--restart``) and metrics.json repair on resume.
+* :mod:`.atomic`: files replaced atomically (temporary file + rename).
 * :mod:`.checkpoint`: atomic checkpoints that describe the model they hold, resume that
   falls back to the newest loadable checkpoint, refusal of another model's weights.
 * :mod:`.data_order`: the training data stream as a pure function of (seed, iteration),
@@ -11,5 +13,5 @@
   resume.
 * :mod:`.distributed`: multi-process launch and DDP, on GPUs (NCCL) and on CPUs (gloo).
 * :mod:`.data_checks`: train/test dataset agreement, checked before the model is built.
-* :mod:`.trust`: which ``_target_``\\ s a served config may instantiate.
 """
+from .progress import TrainingProgressHook

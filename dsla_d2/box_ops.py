@@ -1,8 +1,13 @@
-"""Geometry shared by assigners: point-to-box distances, centerness, IoU of aligned boxes."""
+"""Box and point primitives shared by assigners, losses, quality coupling and the
+meta-architecture: point-to-box distances, FCOS centerness, IoU of aligned boxes, FCOS
+center sampling. Pairwise IoU is Detectron2's ``pairwise_iou`` / torchvision's ``box_iou``.
+
+This module sits below every part of the model: it imports nothing from ``dsla_d2``.
+"""
 import torch
 from torch import Tensor
 
-__all__ = ["point_box_ltrb", "centerness_from_ltrb", "aligned_box_iou", "center_sampling_mask"]
+__all__ = ["point_box_ltrb", "aligned_ltrb", "centerness_from_ltrb", "aligned_box_iou", "center_sampling_mask"]
 
 
 def point_box_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
@@ -18,6 +23,12 @@ def point_box_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
     y = points[None, :, None, 1]
     b = boxes[:, None]
     return torch.stack([x - b[..., 0], y - b[..., 1], b[..., 2] - x, b[..., 3] - y], dim=-1)
+
+
+def aligned_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
+    """(R, 2) points and (N, R, 4) boxes (one box per point) -> (N, R, 4) distances
+    (l, t, r, b) = (x − x1, y − y1, x2 − x, y2 − y)."""
+    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
 
 
 def centerness_from_ltrb(ltrb: Tensor, eps: float = 0.0) -> Tensor:
