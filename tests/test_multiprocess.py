@@ -74,3 +74,15 @@ def test_two_cpu_processes_equal_one_process_on_the_combined_batch(tmp_path):
     assert len(predicted_images(two)) == 16 and predicted_images(two) == predicted_images(one)
     ap1, ap2 = ([r for r in metrics(p) if "bbox/AP" in r][-1]["bbox/AP"] for p in (one, two))
     assert ap2 == pytest.approx(ap1, abs=1e-6)
+
+
+def test_torchrun_sets_the_processes(monkeypatch):
+    from dsla_d2.engine.distributed import launch, launched_by_torchrun
+
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    assert launched_by_torchrun()
+    with pytest.raises(ValueError, match="started by torchrun .WORLD_SIZE=2.: leave --num-gpus"):
+        launch(print, 2)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a one-process torchrun: runs in this process
+    assert launch(lambda x: x + 1, 1, args=(41,)) == 42

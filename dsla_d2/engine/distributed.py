@@ -93,7 +93,9 @@ def launch(main_func, num_processes_per_machine: int, num_machines: int = 1, mac
         _join_torchrun_group(timeout)
         return main_func(*args)
     world_size = num_machines * num_processes_per_machine
-    if world_size == 1 or torch.cuda.is_available():
+    if world_size == 1:
+        return main_func(*args)
+    if torch.cuda.is_available():
         return d2_launch(main_func, num_processes_per_machine, num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
     if dist_url == "auto":
         if num_machines != 1:
