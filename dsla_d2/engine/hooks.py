@@ -3,6 +3,7 @@
 Hooks with a ``state_dict`` are saved in every checkpoint by Detectron2's trainer (under
 ``trainer.hooks.<class name>``) and loaded back on ``--resume``.
 """
+import logging
 from typing import Dict
 
 from fvcore.common.history_buffer import HistoryBuffer
@@ -17,6 +18,8 @@ __all__ = ["METRICS_WINDOW", "DataOrderHook", "MetricsHistory"]
 # median over the last 20 values): train_net.py builds its writers with it.
 METRICS_WINDOW = 20
 
+logger = logging.getLogger(__name__)
+
 
 class DataOrderHook(HookBase):
     """Starts the :class:`ResumableTrainLoader` at the trainer's start iteration and keeps
@@ -24,15 +27,23 @@ class DataOrderHook(HookBase):
 
     def __init__(self, loader: ResumableTrainLoader):
         self.loader = loader
+        self._loaded = False
 
     def before_train(self):
         self.loader.start_iter = self.trainer.start_iter
+        if self.trainer.start_iter > 0 and not self._loaded:
+            logger.warning(
+                "Resuming at iteration %d from a checkpoint without a data-order seed (written "
+                "before dsla_d2.engine): the data stream continues, but not the original run's",
+                self.trainer.start_iter,
+            )
 
     def state_dict(self):
         return self.loader.state_dict()
 
     def load_state_dict(self, state):
         self.loader.load_state_dict(state)
+        self._loaded = True
 
 
 class MetricsHistory(HookBase):
