@@ -24,7 +24,8 @@ def test_soft_targets_of_a_disentangled_assignment():
     # [0, 1, 1]; the IoU branch target is the IoU with the reg gt → [0, 0.5, 1].
     priors, a, pred = disentangled_case()
     loss = DenseDetectionLoss(cls_loss="qfl", box_loss="giou")
-    d = loss.describe_targets(outputs_for(pred), priors, a, box_coder=None, quality=QualityCoupling(branch="iou", cls_target="iou_product"))
+    quality = QualityCoupling(branch="iou", cls_target="iou_product")
+    d = loss.describe_targets(outputs_for(pred), priors, a, box_coder=None, quality=quality)
     assert d["cls_target"][0].tolist() == pytest.approx([0.5, 0.0, 1.0])
     assert d["cls_target_static"][0].tolist() == [1.0, 0.0, 1.0]
     assert d["reg_weight"][0].tolist() == [0.0, 1.0, 1.0]
@@ -40,7 +41,8 @@ def test_focal_loss_learns_hard_targets_whatever_the_coupling():
     # a coupling's soft targets only reach QFL / VFL. Same case: [1, 0, 1].
     priors, a, pred = disentangled_case()
     loss = DenseDetectionLoss(cls_loss="focal", box_loss="giou")
-    d = loss.describe_targets(outputs_for(pred), priors, a, box_coder=None, quality=QualityCoupling(cls_target="iou_product"))
+    quality = QualityCoupling(cls_target="iou_product")
+    d = loss.describe_targets(outputs_for(pred), priors, a, box_coder=None, quality=quality)
     assert d["cls_target"][0].tolist() == [1.0, 0.0, 1.0]
     assert "quality_target" not in d
 
@@ -52,9 +54,8 @@ def test_dsla_label_d_and_label_s_weights():
     # label_d = label_s · IoU = [0.8·0.5, 0, 0.4·1] = [0.4, 0, 0.4].
     priors, _, _ = disentangled_case()
     gt = GTBatch.from_instances([gt_instances([[0, 0, 10, 10]], [1], (32, 48))])
-    a = Assignment.from_matches(
-        gt, torch.tensor([[0, -1, 0]]), 2, cls_scores=torch.tensor([[0.8, 0.0, 0.4]]), reg_weights=torch.tensor([[0.6, 0.0, 0.3]])
-    )
+    label_s, reg_w = torch.tensor([[0.8, 0.0, 0.4]]), torch.tensor([[0.6, 0.0, 0.3]])
+    a = Assignment.from_matches(gt, torch.tensor([[0, -1, 0]]), 2, cls_scores=label_s, reg_weights=reg_w)
     pred = torch.tensor([[[0.0, 0, 10, 5], [0, 0, 1, 1], [0, 0, 10, 10]]])
     d = DenseDetectionLoss(cls_loss="qfl").describe_targets(
         outputs_for(pred), priors, a, box_coder=None, quality=QualityCoupling(cls_target="iou_product")

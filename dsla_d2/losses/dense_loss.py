@@ -103,7 +103,8 @@ class DenseDetectionLoss(nn.Module):
         """
         num_classes = logits.shape[-1]
         pos = assignment.pos_mask
-        target = soft_one_hot(assignment.labels, self.labelled_class_target(assignment, target_scores).to(logits.dtype), num_classes)
+        labelled = self.labelled_class_target(assignment, target_scores).to(logits.dtype)
+        target = soft_one_hot(assignment.labels, labelled, num_classes)
         if self.cls_loss == "focal":
             loss = sigmoid_focal_loss(logits, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
         elif self.cls_loss == "qfl":
@@ -234,7 +235,8 @@ class DenseDetectionLoss(nn.Module):
                 "reg_iou": t["reg_ious"],
             }
             if quality.supervises_branch:
-                out["quality_target"] = torch.where(mask, quality.branch_targets(priors, assignment, t["reg_ious"]), zeros)
+                branch = quality.branch_targets(priors, assignment, t["reg_ious"])
+                out["quality_target"] = torch.where(mask, branch, zeros)
         return out
 
 
