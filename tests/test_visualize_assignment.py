@@ -157,6 +157,7 @@ def test_statistics_of_a_hand_made_case():
     # every gt is small (areas 576, 400, 4, 4 < 32²); D has no positive
     z = s["zero_positive_gts"]
     assert z["total"] == 1
+    assert z["without_any_prior_point_inside"] == 1  # D holds no point (C holds none either, but has a positive)
     assert z["by_size"]["small"] == {"gts": 4, "zero_positive": 1, "mean_positives": 1.5}
     assert z["by_size"]["medium"]["gts"] == 0 and z["by_size"]["large"]["gts"] == 0
     assert z["examples"] == [{"image_id": 7, "gt_index": 3, "box_xyxy": [1.0, 29.0, 3.0, 31.0], "class": "a",

@@ -33,6 +33,7 @@ model (the json says which).
 """
 import itertools
 import json
+import os
 import platform
 import statistics
 import time
@@ -212,7 +213,7 @@ def main(args):
     report = {"config": config_label(args.config_file), "weights": args.weights or None, "untrained": not args.weights,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "batch_size": len(train_batch),
               "train_dataset": cfg.dataloader.train.dataset.names, "test_dataset": cfg.dataloader.test.dataset.names,
-              "warmup": args.warmup, "repeats": args.repeats, "devices": {}}
+              "warmup": args.warmup, "repeats": args.repeats, "loadavg_start": list(os.getloadavg()), "devices": {}}
     for device in devices:
         torch.manual_seed(0)
         model, _ = build_model(cfg, args.weights, device)
@@ -220,7 +221,8 @@ def main(args):
         r["device_name"] = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor()
         report["devices"][device] = r
     print(f"{report['config']} — batch {report['batch_size']}, {args.repeats} repeats after {args.warmup} warm-up, "
-          f"{report['threads']} CPU threads{', untrained' if not args.weights else ''}")
+          f"{report['threads']} CPU threads{', untrained' if not args.weights else ''}; "
+          f"load average {report['loadavg_start'][0]:.1f} at the start (timings need an otherwise idle machine)")
     print(table(report["devices"]))
     if args.output:
         with open(args.output, "w") as f:

@@ -75,7 +75,8 @@ def get_parser():
                    "(default: the checkpoint's iteration, else none = iteration 0)")
     p.add_argument("--train-mode", action="store_true", help="run the network in training mode (BN batch statistics)")
     p.add_argument("--scale", type=float, default=1.5, help="figure pixels per input pixel")
-    p.add_argument("--palette", type=int, default=0, help="save PNGs with this many palette colours (small files)")
+    p.add_argument("--palette", type=int, default=0, help="save PNGs with this many (≤ 256) palette colours: "
+                   "a quarter of the size")
     p.add_argument("--output-dir", required=True)
     return add_common_args(p)
 
@@ -140,7 +141,8 @@ def save_png(fig, path, colors=0):
 
     fig.canvas.draw()
     rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
-    rgb.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    # octree keeps the colour bar's ramp; no dithering keeps cells flat (and files small)
+    rgb.quantize(colors=colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def statistics(run, dicts, classes, batch_size):
@@ -155,6 +157,8 @@ def statistics(run, dicts, classes, batch_size):
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not 0 <= args.palette <= 256:
+        raise SystemExit(f"--palette {args.palette}: a PNG palette has 1 to 256 colours (0: full colour)")
     device = resolve_device(args.device)
     os.makedirs(args.output_dir, exist_ok=True)
     names = dataset_names(load_config(args.config_file, args.opts), args)

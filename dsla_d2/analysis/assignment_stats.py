@@ -5,7 +5,8 @@ assignment and the loss's own targets), vectorised over images, priors and gts:
 
 * positives per level (classification and regression);
 * positives per gt: histogram, and the gts with **zero** positives by size (area in network
-  input pixels, COCO's thresholds 32² and 96²), with examples;
+  input pixels, COCO's thresholds 32² and 96²), how many of them contain no prior point at
+  all (no assigner that requires the point inside can pick them), with examples;
 * the histogram of the classification targets of the positives (soft targets: DSLA
   label_d, Dynamic ATSS PIoU; all 1 for hard methods) and of the assigner's static scores;
 * **ambiguous locations**: prior points strictly inside two or more gts, and how the
@@ -60,6 +61,7 @@ class AssignmentStatistics:
         self.target_sum = 0.0
         self.resolutions = torch.zeros(len(RESOLUTIONS), dtype=torch.long)
         self.outside_own_gt = 0
+        self.zero_without_point = 0
         self.reg_differs = 0
         self.examples: List[dict] = []
 
@@ -76,21 +78,27 @@ class AssignmentStatistics:
         self.reg_per_level += _per_level(levels, reg.sum(0), len(self.level_names))
         self.reg_differs += int((reg & (a.reg_matched_gt != a.matched_gt)).sum())
         self._targets(t["cls_target"][pos], a.cls_scores[pos])
-        self._per_gt(batch, pos, image_ids)
-        self._ambiguity(batch, pos)
+        g = a.gt.classes.shape[1]
+        inside = _containing_pairs(priors, a.gt) if g else None
+        self._per_gt(batch, pos, image_ids, inside)
+        self._ambiguity(batch, pos, inside)
 
     def _targets(self, target, static):
         self.target_hist += torch.histc(target.float().cpu(), self.bins, 0, 1).long()
         self.static_hist += torch.histc(static.float().cpu(), self.bins, 0, 1).long()
         self.target_sum += float(target.sum())
 
-    def _per_gt(self, batch, pos, image_ids):
+    def _per_gt(self, batch, pos, image_ids, inside):
         a, gt = batch.assignment, batch.assignment.gt
         n, g = gt.classes.shape
         if g == 0:
             return
         counts = torch.zeros(n, g, device=pos.device).scatter_add_(1, a.matched_gt.clamp(min=0), pos.float()).long()
         valid, areas = gt.valid, gt.areas
+        key, gt_of_pair, _ = inside
+        has_point = torch.zeros(n * g, dtype=torch.bool, device=pos.device)
+        has_point[torch.div(key, len(batch.priors), rounding_mode="floor") * g + gt_of_pair] = True
+        self.zero_without_point += int((valid & (counts == 0) & ~has_point.view(n, g)).sum())
         c = counts[valid].cpu()
         hist = torch.bincount(c)
         size = max(len(hist), len(self.per_gt_histogram))
@@ -112,7 +120,7 @@ class AssignmentStatistics:
                     "sqrt_area": round(float(areas[i, j].sqrt()), 1),
                 })
 
-    def _ambiguity(self, batch, pos):
+    def _ambiguity(self, batch, pos, inside):
         a, gt, priors = batch.assignment, batch.assignment.gt, batch.priors
         n, g = gt.classes.shape
         r = len(priors)
@@ -120,7 +128,7 @@ class AssignmentStatistics:
         contains = torch.zeros(n * r, dtype=torch.bool, device=pos.device)
         inside_count = torch.zeros(n * r, dtype=torch.long, device=pos.device)
         if g:
-            key, gt_of_pair, area = _containing_pairs(priors, gt)
+            key, gt_of_pair, area = inside
             inside_count = torch.bincount(key, minlength=n * r)
             smallest = torch.full((n * r,), math.inf, device=pos.device).scatter_reduce(0, key, area, "amin")
             largest = torch.zeros(n * r, device=pos.device).scatter_reduce(0, key, area, "amax")
@@ -164,6 +172,7 @@ class AssignmentStatistics:
             },
             "zero_positive_gts": {
                 "total": int(self.bucket_zero.sum()),
+                "without_any_prior_point_inside": self.zero_without_point,
                 "by_size": {
                     name: {"gts": int(n), "zero_positive": int(z), "mean_positives": float(p) / max(int(n), 1)}
                     for (name, _, _), n, z, p in zip(
@@ -229,7 +238,8 @@ def format_statistics(summary: Dict, title: str = "") -> str:
     lines.append(tabulate([[c for _, c in shown]], [k for k, _ in shown], tablefmt="pipe"))
     z = s["zero_positive_gts"]
     rows = [[k, v["gts"], v["zero_positive"], f"{v['mean_positives']:.2f}"] for k, v in z["by_size"].items()]
-    lines.append(f"gts with zero positives: {z['total']} (size = area in network-input pixels, COCO thresholds)")
+    lines.append(f"gts with zero positives: {z['total']}, {z['without_any_prior_point_inside']} of them without any "
+                 "prior point inside (size = area in network-input pixels, COCO thresholds)")
     lines.append(tabulate(rows, ["size", "gts", "zero positives", "mean positives"], tablefmt="pipe"))
     ct, st = s["cls_target"], s["cls_target_static"]
     rows = [[f"[{lo:.1f}, {hi:.1f}{']' if i == len(ct['counts']) - 1 else ')'}", c, cs]
