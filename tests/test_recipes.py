@@ -43,6 +43,8 @@ def test_fcos_r50_recipe():
     m = cfg.model
     assert cfg.train.clip_grad_norm == 35.0
     assert (m.test_nms_thresh, m.test_topk_mode, m.test_topk_candidates, m.test_score_thresh) == (0.5, "locations", 1000, 0.05)
+    # box loss / max(all-reduced Σ centerness, 1e-6) (mmdetection FCOSHead.loss)
+    assert (m.loss.box_normalizer, m.loss.box_normalizer_min) == ("sum_weights", 1e-6)
     p = cfg.optimizer.params
     assert p._target_.__name__ == "mmdet_param_groups" and (p.bias_lr_mult, p.bias_decay_mult) == (2.0, 0.0)
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.momentum) == (0.01, 1e-4, 0.9)
@@ -77,6 +79,7 @@ def test_fcosv2_r50_recipe():
     assert (m.test_nms_thresh, m.test_topk_mode) == (0.6, "locations")
     assert (m.head.quality_branch, m.head.conv_bias, m.head.box_activation) == ("reg", True, "relu")
     assert (m.assigner.center_sampling_radius, m.loss.box_loss, m.box_coder.normalize_by_stride) == (1.5, "giou", True)
+    assert m.loss.box_normalizer_min == 1e-6
     s = cfg.lr_multiplier
     assert (s.warmup_method, s.warmup_factor, s.warmup_length * 87960) == ("linear", pytest.approx(1 / 3), pytest.approx(500))
     assert warmup_factors(cfg, [0, 250, 500]) == pytest.approx([1 / 3, 2 / 3, 1.0])

@@ -149,9 +149,18 @@ class AssignedDenseDetector(DenseDetector):
 
     # ------------------------------------------------------------------ training
     def forward_training(self, images: ImageList, features, predictions, gt_instances: List[Instances]):
-        priors, outputs = self.decode(predictions, features)
-        assignment = self.assigner(priors, gt_instances, self.num_classes, outputs, progress=self.training_progress)
+        priors, outputs, assignment = self.assign_batch(features, predictions, gt_instances)
         return self.loss(outputs, priors, assignment, box_coder=self.box_coder, quality=self.quality)
+
+    def assign_batch(self, features: List[Tensor], predictions: Dict[str, List[Tensor]], gt_instances: List[Instances]):
+        """Steps 1-3 of a training step: the priors, the flattened outputs (with
+        ``"pred_boxes"``) and the assigner's :class:`~dsla_d2.assigners.Assignment`.
+        ``forward_training`` and ``tools/visualize_assignment.py`` both call this, so the
+        visualised assignment is the one training uses."""
+        priors, outputs = self.decode(predictions, features)
+        progress = self.training_progress
+        assignment = self.assigner(priors, gt_instances, self.num_classes, outputs, progress=progress)
+        return priors, outputs, assignment
 
     # ------------------------------------------------------------------ inference
     def forward_inference(self, images: ImageList, features, predictions) -> List[Instances]:

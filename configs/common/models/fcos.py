@@ -24,3 +24,5 @@ model.head.box_activation = "exp"
 model.box_coder = L(LTRBBoxCoder)(normalize_by_stride=False)
 model.assigner = L(FCOSAssigner)(size_ranges=SIZE_RANGES, center_sampling_radius=0.0, regression_weight="centerness")
 model.loss.box_loss = "iou"  # −log IoU; focal loss and centerness branch: the dense base
+# mmdetection's FCOS: box loss / max(all-reduced Σ centerness targets, 1e-6), not max(·, 1)
+model.loss.box_normalizer_min = 1e-6
