@@ -14,6 +14,7 @@ from detectron2.config import LazyConfig, instantiate
 from dsla_d2.assigners import DWAssigner
 from dsla_d2.heads import DWHead
 from dsla_d2.losses import DWLoss
+from dsla_d2.solver import mmdet_param_groups
 
 from tiny import make_inputs
 
@@ -116,7 +117,8 @@ def test_r50_recipes():
     # 7,330 iterations, steps at epochs 8 and 11, linear warm-up 1000 iterations from 0.001.
     o = cfg.optimizer
     assert (o.lr, o.momentum, o.weight_decay) == (0.01, 0.9, 1e-4)
-    assert (o.params.weight_decay_norm, o.params.bias_lr_factor, o.params.weight_decay_bias) == (0.0, 1.0, None)
+    assert o.params._target_ is mmdet_param_groups
+    assert (o.params.norm_decay_mult, o.params.bias_lr_mult, o.params.bias_decay_mult) == (0.0, 1.0, 1.0)
     assert cfg.dataloader.train.total_batch_size == 16 and cfg.train.clip_grad_norm == 0
     assert cfg.train.max_iter == 87960
     s = cfg.lr_multiplier

@@ -7,31 +7,30 @@ ReLU(P6), batch 16) with DW's parts swapped in by ``common/dw.py:to_dw`` (head, 
 inference), and the authors' optimisation:
 
 * SGD lr 0.01, momentum 0.9, weight decay 1e-4, none on norm layers, every other parameter
-  (biases included) lr ×1 with decay (mmdetection ``paramwise_cfg=dict(norm_decay_mult=0.)``);
+  (biases included) lr ×1 with decay (mmdetection ``paramwise_cfg=dict(norm_decay_mult=0.)``,
+  ``configs/common/optim.py:mmdet_sgd``);
 * linear warm-up over 1000 iterations from 0.001·lr; 12 epochs with steps at epochs 8 and 11:
-  7,330 iterations per epoch at batch 16 → 87,960 iterations, steps at 58,640 and 80,630;
+  7,330 iterations per epoch at batch 16 → 87,960 iterations, steps at 58,640 and 80,630
+  (``configs/common/schedules.py:epoch_schedule``);
 * no gradient clipping.
 
 Not the authors': the backbone is Detectron2's MSRA R-50 (caffe, FrozenBN, BGR) as every
 COCO config here, where the authors load torchvision's R-50 (pytorch style, BN in eval mode,
 RGB mean/std): same depth and frozen stages, different ImageNet weights.
 """
-from ....configs.common.schedules import step_schedule
-from ....configs.fcos_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from dsla_d2.model_zoo import NODES, get_config
+
 from .common.dw import to_dw
 
-ITERS_PER_EPOCH = 7330
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/fcos_R_50_FPN_1x.py", keys=NODES)
+epoch_schedule = get_config("configs/common/schedules.py", keys="epoch_schedule")
+mmdet_sgd = get_config("configs/common/optim.py", keys="mmdet_sgd")
 
 to_dw(model, box_refinement=False)
 
-dataloader.train.total_batch_size = 16
+optimizer = mmdet_sgd()  # every parameter lr ×1 with weight decay 1e-4 ...
+optimizer.params.norm_decay_mult = 0.0  # ... except none on norm layers
 optimizer.lr = 0.01
-optimizer.weight_decay = 1e-4
-optimizer.params.weight_decay_norm = 0.0
-optimizer.params.bias_lr_factor = 1.0
-optimizer.params.weight_decay_bias = None  # biases decay like weights (norm biases: 0)
-train.max_iter = 12 * ITERS_PER_EPOCH
+dataloader.train.total_batch_size = 16
+train.max_iter, lr_multiplier = epoch_schedule(12, [8, 11], warmup_iters=1000, warmup_factor=0.001, warmup_method="linear")
 train.clip_grad_norm = 0.0
-lr_multiplier = step_schedule(
-    train.max_iter, [8 * ITERS_PER_EPOCH, 11 * ITERS_PER_EPOCH], warmup_iters=1000, warmup_factor=0.001, warmup_method="linear"
-)

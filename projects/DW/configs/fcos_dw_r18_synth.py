@@ -6,7 +6,10 @@ box output with bias 4, prior 0.02), points strictly inside each gt on every lev
 soft centre prior (FCOS's size ranges are not used), ``DWLoss``, s = cls·objectness at
 inference. Everything else (data, backbone, optimiser, budget) is the FCOS config's.
 """
-from ....configs.fcos_r18_synth import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from dsla_d2.model_zoo import NODES, get_config
+
 from .common.dw import to_dw
+
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/fcos_r18_synth.py", keys=NODES)
 
 to_dw(model, box_refinement=False)

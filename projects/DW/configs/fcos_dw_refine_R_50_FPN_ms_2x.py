@@ -9,15 +9,14 @@
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 
-from ....configs.common.schedules import step_schedule
-from .fcos_dw_R_50_FPN_1x import ITERS_PER_EPOCH
+from dsla_d2.model_zoo import get_config
+
 from .fcos_dw_refine_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+epoch_schedule = get_config("configs/common/schedules.py", keys="epoch_schedule")
 
 dataloader.train.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=(480, 960), max_size=1333, sample_style="range"),
     L(T.RandomFlip)(horizontal=True),
 ]
-train.max_iter = 24 * ITERS_PER_EPOCH
-lr_multiplier = step_schedule(
-    train.max_iter, [16 * ITERS_PER_EPOCH, 22 * ITERS_PER_EPOCH], warmup_iters=1000, warmup_factor=0.001, warmup_method="linear"
-)
+train.max_iter, lr_multiplier = epoch_schedule(24, [16, 22], warmup_iters=1000, warmup_factor=0.001, warmup_method="linear")
