@@ -272,7 +272,8 @@ def test_describe_targets_follow_the_loss_weights():
     priors, a, out = hand_batch()
     d = DWLoss().describe_targets(out, priors, a, box_coder=None, quality=OBJ)
     assert d["cls_target"][0].tolist() == pytest.approx(W_POS + [0.0], abs=1e-6)
-    assert torch.equal(d["reg_weight"], d["cls_target"])
+    assert torch.equal(d["reg_weight"], d["cls_target"]) and d["reg_mask"][0].tolist() == [True, True, True, False]
+    assert d["cls_target_static"][0].tolist() == pytest.approx([0.666436, 1.0, 0.666436, 0.0], abs=1e-6)
     assert d["p_neg"][0].tolist() == pytest.approx([1.0, 0.0, 0.731183, 1.0], abs=1e-6)
     assert d["neg_weight"][0, 3].item() == pytest.approx(0.25, abs=1e-6)  # s² at p3
 

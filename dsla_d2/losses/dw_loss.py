@@ -222,10 +222,13 @@ class DWLoss(nn.Module):
     def describe_targets(
         self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
     ) -> Dict[str, Tensor]:
-        """Per-prior view of the weights (the assignment visualiser draws them), (N, R) each:
+        """Per-prior view of the weights (the assignment visualiser and statistics), (N, R) each:
 
         ``cls_target`` and ``reg_weight``: w_pos of the prior's best pair (the largest over
-        the bags holding it; both terms of a pair carry the same w_pos), 0 outside bags;
+        the bags holding it; both terms of a pair carry the same w_pos; the code form's
+        weights may exceed 1), 0 outside bags; ``reg_mask``: where that w_pos > 0;
+        ``cls_target_static``: the assigner's centre prior G of the prior's bag
+        (``Assignment.cls_scores``); ``cls_weight``: 1 (every prior has a negative term);
         ``p_neg``: the smallest P_neg (or stand-in) over classes, 1 outside bags;
         ``neg_weight``: the largest w_neg over classes.
         """
@@ -236,6 +239,9 @@ class DWLoss(nn.Module):
         best = terms.pos_weight.new_zeros(n * r).scatter_reduce(0, flat, terms.pos_weight, "amax").view(n, r)
         return {
             "cls_target": best,
+            "cls_target_static": assignment.cls_scores,
+            "cls_weight": torch.ones_like(best),
+            "reg_mask": best > 0,
             "reg_weight": best.clone(),
             "p_neg": terms.neg_factor.min(dim=-1).values,
             "neg_weight": terms.neg_weight.max(dim=-1).values,
