@@ -1,7 +1,7 @@
 """Sparse candidate pairs from the grid geometry (dsla_d2/assigners/pairs.py)."""
 import torch
 
-from dsla_d2.assigners.pairs import CandidatePairs, grid_index_span, grid_rectangle_pairs
+from dsla_d2.assigners.pairs import CandidatePairs, grid_index_span, grid_rectangle_pairs, inside_box_pairs
 from dsla_d2.priors import PriorGenerator
 
 
@@ -74,6 +74,9 @@ def test_boxes_enumerate_exactly_the_dense_inside_pairs():
     dense_inside = (pts > boxes[:, None, :, :2]).all(-1) & (pts < boxes[:, None, :, 2:]).all(-1)  # (N, R, G)
     dense = set(map(tuple, dense_inside.nonzero().tolist()))
     assert sparse == dense and len(dense) > 100
+    # the same, in one call
+    inside_pairs = inside_box_pairs(p, boxes, torch.ones(2, 40, dtype=torch.bool))
+    assert set(zip(inside_pairs.image.tolist(), inside_pairs.prior.tolist(), inside_pairs.gt.tolist())) == dense
     key = pairs.image * 10**6 + pairs.gt * 10**3 + pairs.prior
     assert torch.equal(key, key.sort().values)  # sorted by (image, gt, prior)
     assert isinstance(CandidatePairs.empty(3), CandidatePairs)

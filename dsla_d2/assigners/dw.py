@@ -26,8 +26,8 @@ and keep the strictly-inside condition for all of them (the code applies it to e
 weight). A gt whose bag is empty (a box between grid points) gets no positive loss, as in
 the code.
 
-Pairs are enumerated sparsely (:func:`~dsla_d2.assigners.pairs.grid_rectangle_pairs` over
-each gt's index rectangle per level, then the exact strict-inside test on the real point
+Pairs are enumerated sparsely (:func:`~dsla_d2.assigners.pairs.inside_box_pairs`: each gt's
+index rectangle per level, then the exact strict-inside test on the real point
 coordinates): memory and time follow the number of in-bag pairs, never points × gts.
 
 Dense per-prior fields (for generic tools: visualiser, statistics): a prior is labelled
@@ -43,7 +43,7 @@ from torch import Tensor
 from ..priors import Priors
 from ..utils.progress import TrainingProgress
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .pairs import CandidatePairs, grid_index_span, grid_rectangle_pairs, rank_in_segments
+from .pairs import CandidatePairs, inside_box_pairs, rank_in_segments
 
 __all__ = ["DWAssigner", "BAGS", "inside_pairs", "center_prior"]
 
@@ -59,16 +59,7 @@ def inside_pairs(priors: Priors, gt: GTBatch) -> CandidatePairs:
     """
     if priors.grid_sizes is None:
         raise ValueError("DWAssigner needs grid priors (Priors.grid_sizes, from PriorGenerator); got an arbitrary point set")
-    strides = torch.tensor(priors.level_strides, dtype=gt.boxes.dtype, device=gt.boxes.device)
-    boxes = gt.boxes[:, :, None, :]  # (N, G, 1, 4) against (L,) strides
-    cols = grid_index_span(boxes[..., 0], boxes[..., 2], strides, priors.offset)
-    rows = grid_index_span(boxes[..., 1], boxes[..., 3], strides, priors.offset)
-    active = gt.valid[:, :, None].expand(-1, -1, len(priors.level_strides))
-    pairs = grid_rectangle_pairs(priors, cols, rows, active)
-    points = priors.points[pairs.prior]
-    box = gt.boxes[pairs.image, pairs.gt]
-    inside = (points > box[:, :2]).all(dim=-1) & (points < box[:, 2:]).all(dim=-1)
-    pairs = pairs.select(inside)
+    pairs = inside_box_pairs(priors, gt.boxes, gt.valid)
     center = gt.centers[pairs.image, pairs.gt]
     pairs.values["offset"] = (priors.points[pairs.prior] - center) / priors.strides[pairs.prior, None]
     return pairs

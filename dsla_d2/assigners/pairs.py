@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..priors import Priors
 
-__all__ = ["CandidatePairs", "grid_index_span", "grid_rectangle_pairs", "rank_in_segments"]
+__all__ = ["CandidatePairs", "grid_index_span", "grid_rectangle_pairs", "inside_box_pairs", "rank_in_segments"]
 
 
 @dataclass
@@ -122,6 +122,29 @@ def grid_rectangle_pairs(priors: Priors, cols: Tensor, rows: Tensor, active: Ten
     image = torch.div(rect, g * num_levels, rounding_mode="floor")
     gt = torch.div(rect, num_levels, rounding_mode="floor") % g
     return CandidatePairs(image, prior, gt, g)
+
+
+def inside_box_pairs(priors: Priors, boxes: Tensor, valid: Tensor) -> CandidatePairs:
+    """Every (image, prior, box) with the prior point strictly inside the valid box (FCOS's
+    inside test l, t, r, b > 0), on every level, without a priors × boxes grid.
+
+    Args:
+        priors: grid priors.
+        boxes: (N, G, 4) XYXY; valid: (N, G) bool.
+    Returns:
+        pairs sorted by (image, box, prior).
+    """
+    if priors.grid_sizes is None:
+        raise ValueError("inside_box_pairs needs grid priors (Priors.grid_sizes); got an arbitrary point set")
+    strides = torch.tensor(priors.level_strides, dtype=boxes.dtype, device=boxes.device)
+    b = boxes[:, :, None, :]  # (N, G, 1, 4) against (L,) strides
+    cols = grid_index_span(b[..., 0], b[..., 2], strides, priors.offset)
+    rows = grid_index_span(b[..., 1], b[..., 3], strides, priors.offset)
+    active = valid[:, :, None].expand(-1, -1, len(priors.level_strides))
+    pairs = grid_rectangle_pairs(priors, cols, rows, active)
+    points = priors.points[pairs.prior]
+    box = boxes[pairs.image, pairs.gt]
+    return pairs.select((points > box[:, :2]).all(dim=-1) & (points < box[:, 2:]).all(dim=-1))
 
 
 def rank_in_segments(segment: Tensor, key: Tensor) -> Tensor:
