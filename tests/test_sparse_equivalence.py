@@ -9,7 +9,8 @@ rule:
 * 0–300 gts per image (one case with 3000), several images with different counts (padding),
   images without a gt, no gt at all in the batch;
 * tiny (< 1 px), huge (10⁵ px), partly / far outside the image, duplicated (same box,
-  other class), degenerate (zero or negative width, non-finite) boxes;
+  other class), degenerate (zero or negative width, non-finite) boxes, and boxes whose
+  area overflows float32 (sides ~10¹⁹ px: area = inf);
 * range edges: boxes whose max distance m = max(l, t, r, b) from a grid point is exactly a
   size-range or relaxed bound, sqrt(w·h) exactly on a FoveaBox scale bound, box sides on
   grid lines (fovea bounds landing on integers), equal-area overlapping boxes;
@@ -56,6 +57,7 @@ VARIANTS = [
     ("fcos", FCOSAssigner, DenseFCOSAssigner, {}),
     ("fcos-small", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES}),
     ("fcos-cs", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES, "center_sampling_radius": 1.5}),
+    ("fcos-inf-range", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES[:4] + [(128, float("inf"))]}),
     ("fcos-uniform", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES, "regression_weight": "uniform"}),
     ("dsla", DSLAAssigner, DenseDSLAAssigner, {}),
     ("dsla-small", DSLAAssigner, DenseDSLAAssigner, {"size_ranges": SMALL_RANGES}),
@@ -136,7 +138,7 @@ def random_boxes(gen, priors, n, width, height):
     boxes (see the module docstring)."""
     if n == 0:
         return torch.zeros(0, 4)
-    kind = torch.randint(0, 10, (n,), generator=gen)
+    kind = torch.randint(0, 11, (n,), generator=gen)
     xy = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * 1.2 - 10
     wh = torch.exp(torch.rand(n, 2, generator=gen) * math.log(2 * max(width, height)))  # 1 .. 2·side
     boxes = torch.cat([xy, xy + wh], 1)
@@ -145,8 +147,9 @@ def random_boxes(gen, priors, n, width, height):
     far = boxes + torch.tensor([1, -1, 1, -1]) * (200 + 1e4 * torch.rand(n, 1, generator=gen))
     near_out = boxes - torch.cat([xy + wh, xy + wh], 1) + torch.rand(n, 1, generator=gen) * 4  # just left/above
     degenerate = torch.cat([xy, xy + wh * torch.tensor([0.0, 1.0])], 1)
+    overflow = torch.cat([xy - 3e19 * torch.rand(n, 2, generator=gen), xy + 3e19 * torch.rand(n, 2, generator=gen)], 1)
     edges = edge_boxes(gen, priors, n)
-    choice = torch.stack([boxes, boxes, boxes, tiny, huge, far, near_out, degenerate, edges, edges], 1)
+    choice = torch.stack([boxes, boxes, boxes, tiny, huge, far, near_out, degenerate, edges, edges, overflow], 1)
     out = choice[torch.arange(n), kind]
     dup = torch.rand(n, generator=gen) < 0.1  # duplicates of an earlier box
     src = torch.randint(0, n, (n,), generator=gen)
