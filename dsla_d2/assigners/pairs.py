@@ -166,8 +166,8 @@ def grid_axes(priors: Priors, centers: Optional[Tensor] = None) -> Optional[List
         if h * w != n:
             return None
         grid = pts[start : start + n].reshape(h, w, 2)
-        xs = grid[0, :, 0] if h else pts.new_zeros(0)
-        ys = grid[:, 0, 1] if w else pts.new_zeros(0)
+        xs = grid[0, :, 0].contiguous() if h else pts.new_zeros(0)
+        ys = grid[:, 0, 1].contiguous() if w else pts.new_zeros(0)
         if n and not (torch.equal(grid[..., 0], xs.expand(h, w)) and torch.equal(grid[..., 1], ys[:, None].expand(h, w))):
             return None
         if bool((xs.diff() <= 0).any()) or bool((ys.diff() <= 0).any()):
