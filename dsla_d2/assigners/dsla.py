@@ -166,8 +166,8 @@ class DSLAAssigner(DenseAssigner):
             three (P,) tensors, one value per pair; all 0 where the location is not inside
             the gt (see ``center_sampling_radius`` / ``strict_inside``) or the gt is invalid.
         """
-        points, strides = priors.points[pairs.prior], priors.strides[pairs.prior]
-        box = gt.boxes[pairs.image, pairs.gt]
+        points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+        box = pairs.of_gt(gt.boxes)
         ltrb = aligned_ltrb(points, box)  # (P, 4) = (l, t, r, b)
         if self.center_sampling_radius > 0:
             inside = center_sampling_mask(points, strides, box, self.center_sampling_radius)
@@ -175,7 +175,7 @@ class DSLAAssigner(DenseAssigner):
             inside = ltrb.min(dim=-1).values > 0
         else:
             inside = ltrb.min(dim=-1).values >= 0
-        inside = inside & gt.valid[pairs.image, pairs.gt]
+        inside = inside & pairs.of_gt(gt.valid)
 
         # Eq. 2: FCOS centerness, denominators >= centerness_eps, 0 outside.
         ctr = centerness_from_ltrb(ltrb, eps=self.centerness_eps)
@@ -188,10 +188,10 @@ class DSLAAssigner(DenseAssigner):
 
         # Eq. 3-4: the head score from m = max(l, t, r, b) (pixels).
         m = ltrb.max(dim=-1).values  # (P,)
-        level = priors.levels[pairs.prior]
-        lo, hi = level_table(priors, self.size_ranges)[level].unbind(-1)
+        level = pairs.of_prior(priors.levels)
+        lo, hi = level_table(priors, self.size_ranges).index_select(0, level).unbind(-1)
         if self.relaxation:
-            glo, ghi = level_table(priors, self.relaxed_size_ranges)[level].unbind(-1)
+            glo, ghi = level_table(priors, self.relaxed_size_ranges).index_select(0, level).unbind(-1)
             head = relaxation_score(m, lo, hi, glo, ghi)
         else:
             head = ((m >= lo) & (m <= hi)).to(m.dtype)
@@ -213,10 +213,11 @@ class DSLAAssigner(DenseAssigner):
         winners = PriorWinners(gt.classes.shape[0], len(priors), ("max", "min", "min"), device=areas.device)
         for pairs in region_pair_chunks(priors, lo, hi, active):
             label, ctr, head = self.static_labels(priors, gt, pairs)
-            keep = label > 0
-            area = areas[pairs.image, pairs.gt]
-            values = {"label_s": label[keep], "centerness_s": ctr[keep], "head_s": head[keep]}
-            winners.update(pairs.select(keep), [label[keep], area[keep]], values)
+            keep = (label > 0).nonzero().squeeze(1)
+            pairs = pairs.take(keep)
+            label, ctr, head = (t.index_select(0, keep) for t in (label, ctr, head))
+            values = {"label_s": label, "centerness_s": ctr, "head_s": head}
+            winners.update(pairs, [label, pairs.of_gt(areas)], values)
         label_s = winners.value("label_s", areas.dtype)
         extras = {name: winners.value(name, areas.dtype) for name in ("label_s", "centerness_s", "head_s")}
         return Assignment.from_matches(

@@ -100,16 +100,16 @@ class DSLAFoveaAssigner(DenseAssigner):
         Args:
             level_scores: (N, G, L) from :meth:`level_scores`.
         """
-        points, strides = priors.points[pairs.prior], priors.strides[pairs.prior]
-        box = gt.boxes[pairs.image, pairs.gt]
+        points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+        box = pairs.of_gt(gt.boxes)
         ltrb = aligned_ltrb(points, box)  # (P, 4)
         inside = ltrb.min(dim=-1).values > 0  # strict, as DSLA
         c = centerness_from_ltrb(ltrb, eps=self.centerness_eps)
         if self.core_zone:
             core = core_zone_mask(points, strides, box) & inside
             c = torch.where(core, torch.ones_like(c), c)
-        h = level_scores[pairs.image, pairs.gt, priors.levels[pairs.prior]]
-        keep = inside & gt.valid[pairs.image, pairs.gt]
+        h = level_scores[pairs.image, pairs.gt, pairs.of_prior(priors.levels)]
+        keep = inside & pairs.of_gt(gt.valid)
         if self.fovea_region:
             keep = keep & fovea_mask(points, strides, box, self.sigma)
         label = c * h
@@ -125,9 +125,9 @@ class DSLAFoveaAssigner(DenseAssigner):
         winners = PriorWinners(gt.classes.shape[0], len(priors), ("max",) + PAINT_ORDER, device=sqrt_areas.device)
         for pairs in region_pair_chunks(priors, lo, hi, h > 0):
             label = self.static_labels(priors, gt, pairs, h)
-            cand = label > 0
-            pairs, label = pairs.select(cand), label[cand]
-            winners.update(pairs, [label, sqrt_areas[pairs.image, pairs.gt]], {"label_s": label})
+            cand = (label > 0).nonzero().squeeze(1)
+            pairs, label = pairs.take(cand), label.index_select(0, cand)
+            winners.update(pairs, [label, pairs.of_gt(sqrt_areas)], {"label_s": label})
         label_s = winners.value("label_s", sqrt_areas.dtype)
         return Assignment.from_matches(
             gt, winners.matched, num_classes, cls_scores=label_s, reg_weights=label_s, extras={"label_s": label_s}

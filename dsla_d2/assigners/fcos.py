@@ -58,18 +58,20 @@ class FCOSAssigner(DenseAssigner):
         # A gt whose area overflows to inf never wins (as the dense argmin over finite areas).
         winners = PriorWinners(n, len(priors), ("min", "min"), device=areas.device)
         for pairs in region_pair_chunks(priors, lo, hi, active):
-            points, strides = priors.points[pairs.prior], priors.strides[pairs.prior]
-            box = gt.boxes[pairs.image, pairs.gt]
+            points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+            box = pairs.of_gt(gt.boxes)
             ltrb = aligned_ltrb(points, box)  # (P, 4)
             if radius > 0:
                 inside = center_sampling_mask(points, strides, box, radius)
             else:
                 inside = ltrb.min(dim=-1).values > 0
             m = ltrb.max(dim=-1).values
-            rng = ranges[priors.levels[pairs.prior]]
-            area = areas[pairs.image, pairs.gt]
-            keep = inside & (m >= rng[:, 0]) & (m <= rng[:, 1]) & torch.isfinite(area)
-            values = {"centerness": centerness_from_ltrb(ltrb[keep])} if self.regression_weight == "centerness" else {}
-            winners.update(pairs.select(keep), [area[keep]], values)
+            rng = ranges.index_select(0, pairs.of_prior(priors.levels))
+            area = pairs.of_gt(areas)
+            keep = (inside & (m >= rng[:, 0]) & (m <= rng[:, 1]) & torch.isfinite(area)).nonzero().squeeze(1)
+            values = {}
+            if self.regression_weight == "centerness":
+                values["centerness"] = centerness_from_ltrb(ltrb.index_select(0, keep))
+            winners.update(pairs.take(keep), [area.index_select(0, keep)], values)
         reg_weights = winners.value("centerness", areas.dtype) if self.regression_weight == "centerness" else None
         return Assignment.from_matches(gt, winners.matched, num_classes, reg_weights=reg_weights)

@@ -139,7 +139,7 @@ def paint_order_match(pairs: CandidatePairs, sqrt_areas: Tensor, num_images: int
         (N, R) int64 matched gt index, −1 where no gt covers the point.
     """
     winners = PriorWinners(num_images, num_priors, PAINT_ORDER, device=sqrt_areas.device)
-    winners.update(pairs, [sqrt_areas[pairs.image, pairs.gt]])
+    winners.update(pairs, [pairs.of_gt(sqrt_areas)])
     return winners.matched
 
 
@@ -172,7 +172,7 @@ class FoveaAssigner(DenseAssigner):
         sqrt_areas = gt_sqrt_areas(gt)
         winners = PriorWinners(gt.classes.shape[0], len(priors), PAINT_ORDER, device=sqrt_areas.device)
         for pairs in region_pair_chunks(priors, lo, hi, self.levels_in_range(priors, gt)):
-            points, strides = priors.points[pairs.prior], priors.strides[pairs.prior]
-            covered = pairs.select(fovea_mask(points, strides, gt.boxes[pairs.image, pairs.gt], self.sigma))
-            winners.update(covered, [sqrt_areas[covered.image, covered.gt]])
+            points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+            covered = pairs.select(fovea_mask(points, strides, pairs.of_gt(gt.boxes), self.sigma))
+            winners.update(covered, [covered.of_gt(sqrt_areas)])
         return Assignment.from_matches(gt, winners.matched, num_classes)

@@ -68,10 +68,23 @@ class CandidatePairs:
         contiguous run (its candidate "bag"), usable as a segment id for scatter sums."""
         return self.image * self.num_gts + self.gt
 
+    def of_gt(self, table: Tensor) -> Tensor:
+        """Per-pair rows of a per-gt table: (N, G, ...) -> (P, ...)."""
+        return table.flatten(0, 1).index_select(0, self.bag)
+
+    def of_prior(self, table: Tensor) -> Tensor:
+        """Per-pair rows of a per-prior table: (R, ...) -> (P, ...)."""
+        return table.index_select(0, self.prior)
+
     def select(self, keep: Tensor) -> "CandidatePairs":
         """The pairs where the (P,) bool ``keep`` is True (order preserved)."""
+        return self.take(keep.nonzero().squeeze(1))
+
+    def take(self, index: Tensor) -> "CandidatePairs":
+        """The pairs at the (Q,) int64 positions ``index``, in that order."""
+        take = lambda t: t.index_select(0, index)  # noqa: E731  (faster than boolean indexing)
         return CandidatePairs(
-            self.image[keep], self.prior[keep], self.gt[keep], self.num_gts, {k: v[keep] for k, v in self.values.items()}
+            take(self.image), take(self.prior), take(self.gt), self.num_gts, {k: take(v) for k, v in self.values.items()}
         )
 
     @classmethod
@@ -131,18 +144,23 @@ def grid_rectangle_pairs(priors: Priors, cols: Tensor, rows: Tensor, active: Ten
     if rect.numel() == 0:
         return CandidatePairs.empty(g, device)
     cnt = counts[rect]
+    # per rectangle (few): its image, gt, width and first prior; then per pair (many):
+    # only the position inside the rectangle
+    level = rect % num_levels
+    level_start = torch.cumsum(torch.tensor([0] + list(priors.num_per_level[:-1]), device=device), 0)
+    rect_w = w.flatten()[rect]
+    first = level_start[level] + r0.flatten()[rect] * width[level] + c0.flatten()[rect]
+    row_step = width[level] - rect_w  # from the end of a rectangle row to the next row's start
+    image_of = torch.div(rect, g * num_levels, rounding_mode="floor")
+    gt_of = torch.div(rect, num_levels, rounding_mode="floor") % g
     rect_of_pair = torch.repeat_interleave(torch.arange(rect.numel(), device=device), cnt)
     start = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(int(cnt.sum()), device=device) - start[rect_of_pair]
-    rect = rect[rect_of_pair]  # (P,) flat rectangle id of each pair
-    level = rect % num_levels
-    rect_w = w.flatten()[rect]
-    col = c0.flatten()[rect] + local % rect_w
-    row = r0.flatten()[rect] + torch.div(local, rect_w, rounding_mode="floor")
-    level_start = torch.cumsum(torch.tensor([0] + list(priors.num_per_level[:-1]), device=device), 0)
-    prior = level_start[level] + row * width[level] + col
-    image = torch.div(rect, g * num_levels, rounding_mode="floor")
-    gt = torch.div(rect, num_levels, rounding_mode="floor") % g
+    local = torch.arange(int(cnt.sum()), device=device) - start.index_select(0, rect_of_pair)
+    row = torch.div(local, rect_w.index_select(0, rect_of_pair), rounding_mode="floor")
+    # prior = first + row·W + col, col = local − row·w  →  first + local + row·(W − w)
+    prior = first.index_select(0, rect_of_pair) + local + row * row_step.index_select(0, rect_of_pair)
+    image = image_of.index_select(0, rect_of_pair)
+    gt = gt_of.index_select(0, rect_of_pair)
     return CandidatePairs(image, prior, gt, g)
 
 

@@ -45,7 +45,6 @@ class PriorWinners:
         self.device = device
         self.keys = None  # List[(N·R,)] current winner's keys
         self.values: Dict[str, Tensor] = {}
-        self.found = torch.zeros(num_images * num_priors, dtype=torch.bool, device=device)
         self._gt = torch.full((num_images * num_priors,), -1, dtype=torch.long, device=device)
 
     # ------------------------------------------------------------------ merging
@@ -65,7 +64,7 @@ class PriorWinners:
         flat = pairs.image * self.shape[1] + pairs.prior
         if self.keys is None:
             self.keys = [self._worst(k.dtype, m) for k, m in zip(keys, self.modes)]
-            self.values = {name: torch.zeros(self.found.numel(), dtype=v.dtype, device=self.device) for name, v in values.items()}
+            self.values = {name: torch.zeros(self._gt.numel(), dtype=v.dtype, device=self.device) for name, v in values.items()}
         if flat.numel() == 0:
             return
         # 1. the best pair of each prior within the chunk: filter key by key
@@ -73,28 +72,28 @@ class PriorWinners:
         for key, mode in zip(keys, self.modes):
             masked = torch.where(alive, key, self._worst(key.dtype, mode, ()))
             best = self._worst(key.dtype, mode).scatter_reduce(0, flat, masked, "a" + mode, include_self=True)
-            alive &= key == best[flat]
+            alive &= key == best.index_select(0, flat)
         win = alive.nonzero().squeeze(1)  # one per prior: the last key is unique
-        where = flat[win]
+        where = flat.index_select(0, win)
         # 2. merge with the winners of earlier chunks: lexicographic comparison
         better = torch.zeros_like(where, dtype=torch.bool)
         tied = torch.ones_like(where, dtype=torch.bool)
         for key, cur, mode in zip(keys, self.keys, self.modes):
-            new, old = key[win], cur[where]
+            new, old = key.index_select(0, win), cur.index_select(0, where)
             strictly = new > old if mode == "max" else new < old
             better |= tied & strictly
             tied &= new == old
-        where, win = where[better], win[better]
+        keep = better.nonzero().squeeze(1)
+        where, win = where.index_select(0, keep), win.index_select(0, keep)
         for key, cur in zip(keys, self.keys):
-            cur[where] = key[win]
+            cur.index_copy_(0, where, key.index_select(0, win))
         for name, v in values.items():
-            self.values[name][where] = v[win]
-        self.found[where] = True
-        self._gt[where] = pairs.gt[win]
+            self.values[name].index_copy_(0, where, v.index_select(0, win))
+        self._gt.index_copy_(0, where, pairs.gt.index_select(0, win))
 
     def _worst(self, dtype, mode: str, shape=None) -> Tensor:
         """The key every real key beats: −inf / +inf (floats), or beyond any index."""
-        shape = (self.found.numel(),) if shape is None else shape
+        shape = (self._gt.numel(),) if shape is None else shape
         if dtype.is_floating_point:
             fill = float("-inf") if mode == "max" else float("inf")
         else:
