@@ -52,7 +52,6 @@ ASSIGNERS = {  # name -> (class name, kwargs)
 }
 OPTIONAL = {"DDOD": ("DDODAssigner", {}), "DW": ("DWAssigner", {})}  # once they are registered
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc)
-README_BEGIN, README_END = "<!-- bench_assigners:begin -->", "<!-- bench_assigners:end -->"
 
 
 # ------------------------------------------------------------------ one case (subprocess)
@@ -273,13 +272,17 @@ def _num(cell, key):
     return f"{cell[key]:,.0f}" if cell else "–"
 
 
-def write_readme(path, table, source):
+def write_readme(path, table, source, name="bench_assigners"):
+    """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in
+    ``path`` by ``table`` (rendered from the result file ``source``)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"{path} has no {README_BEGIN} … {README_END} markers")
-    a, b = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
-    block = f"\n<!-- rendered by benchmarks/bench_assigners.py --render {source} -->\n{table}"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} … {end} markers")
+    a, b = text.index(begin) + len(begin), text.index(end)
+    script = os.path.relpath(sys.argv[0], ROOT)
+    block = f"\n<!-- rendered by {script} --render {source} -->\n{table}"
     with open(path, "w", encoding="utf-8") as f:
         f.write(text[:a] + block + text[b:])
 
