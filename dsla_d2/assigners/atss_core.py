@@ -21,42 +21,11 @@ from torch import Tensor
 from ..box_ops import centerness_from_ltrb
 from ..priors import Priors
 from .base import GTBatch
-from .nearest import nearest_candidates
+from .nearest import nearest_candidates, select_topk_candidates  # noqa: F401  (re-exported)
 from .pairs import CandidatePairs
 from .winners import PriorWinners
 
 __all__ = ["ATSSMatch", "CandidateQuality", "atss_match", "centerness_weights", "select_topk_candidates", "unbiased_std"]
-
-
-def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:
-    """Per level, the ``min(topk, n_level)`` priors nearest to each gt (ATSS step 2), from
-    a dense distance block — the definition :func:`nearest_candidates` reproduces.
-
-    Ties in distance go to the lower prior index (stable sort), so the selection is
-    deterministic on every device.
-
-    Args:
-        distances: (N, R, G) distances between prior centres and gt centres, levels
-            concatenated along R in the order of ``num_per_level``.
-        num_per_level: priors per level (sums to R).
-        topk: k.
-    Returns:
-        (N, K, G) int64 prior indices into R, K = Σ_l min(k, n_l); within one (image, gt)
-        column they are distinct.
-    """
-    chunks = []
-    start = 0
-    for n in num_per_level:  # ≤ 5 FPN levels: the only Python loop
-        k = min(int(topk), int(n))
-        if k > 0:
-            d = distances[:, start : start + n]
-            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-            chunks.append(order + start)
-        start += n
-    if not chunks:
-        n_img, _, g = distances.shape
-        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
-    return torch.cat(chunks, dim=1)
 
 
 def unbiased_std(values: Tensor, dim: int) -> Tensor:

@@ -54,10 +54,42 @@ from torch import Tensor
 from ..priors import Priors
 from .pairs import grid_axes
 
-__all__ = ["window_half_widths", "nearest_candidates", "exact_nearest"]
+__all__ = ["window_half_widths", "nearest_candidates", "exact_nearest", "select_topk_candidates"]
 
 #: Elements of one (gts × level priors) distance block on the exact path.
 MAX_EXACT_BLOCK = 2**22
+
+
+def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:
+    """Per level, the ``min(topk, n_level)`` priors nearest to each gt (ATSS step 2), from
+    a dense distance block: the definition :func:`nearest_candidates` reproduces, and its
+    exact path (on one level's block at a time).
+
+    Ties in distance go to the lower prior index (stable sort), so the selection is
+    deterministic on every device.
+
+    Args:
+        distances: (N, R, G) distances between prior centres and gt centres, levels
+            concatenated along R in the order of ``num_per_level``.
+        num_per_level: priors per level (sums to R).
+        topk: k.
+    Returns:
+        (N, K, G) int64 prior indices into R, K = Σ_l min(k, n_l); within one (image, gt)
+        column they are distinct.
+    """
+    chunks = []
+    start = 0
+    for n in num_per_level:  # ≤ 5 FPN levels: the only Python loop
+        k = min(int(topk), int(n))
+        if k > 0:
+            d = distances[:, start : start + n]
+            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
+            chunks.append(order + start)
+        start += n
+    if not chunks:
+        n_img, _, g = distances.shape
+        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
+    return torch.cat(chunks, dim=1)
 
 
 def window_half_widths(topk: int) -> Tuple[int, ...]:
@@ -87,7 +119,7 @@ def exact_nearest(centers_l: Tensor, center: Tensor, k: int) -> Tensor:
     for a in range(0, center.shape[0], step):  # blocks bound the memory
         c = center[a : a + step]
         d = _distances(centers_l[:, None, 0], centers_l[:, None, 1], c[None])  # (n_l, T)
-        out.append(torch.sort(d, dim=0, stable=True).indices[:k].T)
+        out.append(select_topk_candidates(d[None], [centers_l.shape[0]], k)[0].T)
     return torch.cat(out) if out else center.new_zeros(0, k, dtype=torch.long)
 
 

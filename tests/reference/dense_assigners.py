@@ -9,14 +9,15 @@ it. It is not part of the ``dsla_d2`` package.
 
 Each class subclasses the library assigner it replaces, so it takes exactly the same
 constructor arguments, and overrides only ``assign`` with the dense body. Elementwise
-primitives (centerness, aligned IoU, the relaxation ramp, the unbiased std) are the
-library's: they are per-element formulas, identical on a dense grid and on pairs.
+primitives (centerness, aligned IoU, the relaxation ramp, the unbiased std) and the dense
+k-nearest selection on a distance block (``select_topk_candidates``, which the sparse code
+still uses on its exact path) are the library's, unchanged.
 """
 import torch
 from torch import Tensor
 
 from dsla_d2.assigners import ATSSAssigner, DSLAAssigner, DSLAFoveaAssigner, DynamicATSSAssigner, FCOSAssigner, FoveaAssigner
-from dsla_d2.assigners.atss import unbiased_std
+from dsla_d2.assigners.atss import select_topk_candidates, unbiased_std
 from dsla_d2.assigners.base import Assignment
 from dsla_d2.assigners.dsla import relaxation_score
 from dsla_d2.box_ops import aligned_box_iou, centerness_from_ltrb
@@ -94,23 +95,6 @@ def paint_order_match(candidate, sqrt_areas):
     winners = candidate & (key == smallest)
     index = torch.arange(g, device=candidate.device).expand(n, r, g)
     return torch.where(winners, index, torch.full_like(index, -1)).max(dim=-1).values
-
-
-def select_topk_candidates(distances, num_per_level, topk):
-    """(N, K, G) per level the min(k, n_l) nearest priors (stable sort)."""
-    chunks = []
-    start = 0
-    for n in num_per_level:
-        k = min(int(topk), int(n))
-        if k > 0:
-            d = distances[:, start : start + n]
-            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-            chunks.append(order + start)
-        start += n
-    if not chunks:
-        n_img, _, g = distances.shape
-        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
-    return torch.cat(chunks, dim=1)
 
 
 # ---------------------------------------------------------------- FCOS
