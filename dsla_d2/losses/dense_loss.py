@@ -103,14 +103,13 @@ class DenseDetectionLoss(nn.Module):
         """
         num_classes = logits.shape[-1]
         pos = assignment.pos_mask
+        labelled = self.labelled_class_target(assignment, target_scores).to(logits.dtype)
+        target = soft_one_hot(assignment.labels, labelled, num_classes)
         if self.cls_loss == "focal":
-            target = soft_one_hot(assignment.labels, pos.to(logits.dtype), num_classes)
             loss = sigmoid_focal_loss(logits, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
         elif self.cls_loss == "qfl":
-            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
             loss = quality_focal_loss(logits, target, beta=self.qfl_beta)
         else:
-            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
             loss = varifocal_loss(logits, target, alpha=self.vfl_alpha, gamma=self.vfl_gamma)
         loss = (loss.sum(dim=-1) * assignment.cls_weights).sum()
 
@@ -160,29 +159,85 @@ class DenseDetectionLoss(nn.Module):
             ``loss_cls``, ``loss_box_reg`` and, with a supervised quality branch,
             ``loss_quality``.
         """
-        pred_boxes = outputs["pred_boxes"]
-        # IoUs of the detached predictions with their targets: the quality coupling's input
-        # (DSLA label_d, Dynamic ATSS soft targets, IoU branch) and a training statistic.
-        # Regression positives are measured against their regression gt, classification
-        # positives against their classification gt (the two differ only for DDOD).
+        t = self.loss_targets(outputs, assignment, quality=quality)
+        put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
+        losses = {
+            "loss_cls": self.classification(outputs["cls_logits"], assignment, t["target_scores"]),
+            "loss_box_reg": self.regression(outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors),
+        }
+        if quality.supervises_branch:
+            losses["loss_quality"] = quality.branch_loss(outputs["quality"][..., 0], priors, assignment, t["reg_ious"])
+        if assignment.reg_mask.any():
+            put_scalar("mean_pos_iou", t["reg_ious"][assignment.reg_mask].mean())
+        return losses
+
+    def loss_targets(self, outputs: Mapping[str, Tensor], assignment: Assignment, *, quality) -> Dict[str, Tensor]:
+        """The per-prior quantities every loss term is computed from (no gradient).
+
+        IoUs of the detached predictions with their targets are the quality coupling's
+        input (DSLA label_d, Dynamic ATSS soft targets, IoU branch) and a training
+        statistic. Regression positives are measured against their regression gt,
+        classification positives against their classification gt (the two differ only for
+        DDOD).
+
+        Returns:
+            ``"reg_ious"`` (N, R) (0 off ``reg_mask``), ``"cls_ious"`` (N, R) (0 off the
+            classification positives) and ``"target_scores"`` (N, R), the quality
+            coupling's classification target of the labelled class.
+        """
         with torch.no_grad():
-            detached = pred_boxes.detach()
+            detached = outputs["pred_boxes"].detach()
             reg_ious = _masked_iou(detached, assignment.box_targets, assignment.reg_mask)
             if assignment.shares_positives:
                 cls_ious = reg_ious
             else:
                 cls_ious = _masked_iou(detached, assignment.cls_box_targets(), assignment.pos_mask)
-        target_scores = quality.classification_targets(assignment, cls_ious)
-        put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
-        losses = {
-            "loss_cls": self.classification(outputs["cls_logits"], assignment, target_scores),
-            "loss_box_reg": self.regression(pred_boxes, outputs["box_reg"], assignment, box_coder, priors),
-        }
-        if quality.supervises_branch:
-            losses["loss_quality"] = quality.branch_loss(outputs["quality"][..., 0], priors, assignment, reg_ious)
-        if assignment.reg_mask.any():
-            put_scalar("mean_pos_iou", reg_ious[assignment.reg_mask].mean())
-        return losses
+            target_scores = quality.classification_targets(assignment, cls_ious)
+        return {"reg_ious": reg_ious, "cls_ious": cls_ious, "target_scores": target_scores}
+
+    def labelled_class_target(self, assignment: Assignment, target_scores: Tensor) -> Tensor:
+        """(N, R) target of the labelled class the classification loss uses: 1 on every
+        positive for the hard focal loss, the quality-coupled soft target for QFL / VFL;
+        0 on background."""
+        if self.cls_loss == "focal":
+            return assignment.pos_mask.to(target_scores.dtype)
+        return target_scores
+
+    def describe_targets(
+        self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
+    ) -> Dict[str, Tensor]:
+        """What each prior learns, as the loss sees it (for visualisation and statistics),
+        from the same :meth:`loss_targets` as :meth:`forward`, without gradient.
+
+        Args: as :meth:`forward` (``box_coder`` is unused: it only encodes targets).
+        Returns:
+            (N, R) tensors: ``"cls_target"`` the classification target of the labelled class
+            (DSLA label_d, Dynamic ATSS PIoU, 1 for hard methods; 0 on background),
+            ``"cls_target_static"`` the assigner's score before quality coupling
+            (``Assignment.cls_scores``: DSLA label_s), ``"cls_weight"`` the per-prior
+            classification loss weight, ``"reg_mask"`` (bool) the regression positives,
+            ``"reg_weight"`` the box-loss weight (0 off ``reg_mask``), ``"cls_iou"`` /
+            ``"reg_iou"`` the IoUs of the detached predictions with the classification /
+            regression gt, and with a supervised branch ``"quality_target"`` (0 off
+            ``reg_mask``).
+        """
+        t = self.loss_targets(outputs, assignment, quality=quality)
+        with torch.no_grad():
+            mask = assignment.reg_mask
+            zeros = torch.zeros_like(t["reg_ious"])
+            out = {
+                "cls_target": self.labelled_class_target(assignment, t["target_scores"]),
+                "cls_target_static": assignment.cls_scores,
+                "cls_weight": assignment.cls_weights,
+                "reg_mask": mask,
+                "reg_weight": torch.where(mask, assignment.reg_weights, zeros),
+                "cls_iou": t["cls_ious"],
+                "reg_iou": t["reg_ious"],
+            }
+            if quality.supervises_branch:
+                branch = quality.branch_targets(priors, assignment, t["reg_ious"])
+                out["quality_target"] = torch.where(mask, branch, zeros)
+        return out
 
 
 def _masked_iou(pred_boxes: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
