@@ -111,19 +111,14 @@ def atss_match(priors: Priors, gt: GTBatch, quality: CandidateQuality, topk: int
     positive = (total >= threshold[:, None, :]) & inside & gt.valid[:, None, :]  # (N, K, G)
 
     # A prior positive for several gts takes the highest quality (exact ties: the lowest
-    # gt index). As with a max over gts, a positive of quality NaN or +inf leaves its
-    # prior background, and one of −inf never wins.
+    # gt index), resolved on the positive pairs only. (A positive's quality is finite: a
+    # non-finite candidate makes its gt's mean/std threshold non-finite, so nothing passes.)
     n_idx, k_idx, g_idx = positive.nonzero(as_tuple=True)
-    pairs = CandidatePairs(n_idx, cand[n_idx, k_idx, g_idx], g_idx, n_gt)
     q = total[n_idx, k_idx, g_idx]
     winners = PriorWinners(n_img, n_pri, ("max", "min"), device=device)
-    finite = torch.isfinite(q)
-    winners.update(pairs.select(finite), [q[finite]], {"quality": q[finite]})
-    poisoned = torch.zeros(n_img * n_pri, dtype=torch.bool, device=device)
-    poisoned[(pairs.image * n_pri + pairs.prior)[~finite & (q != float("-inf"))]] = True
-    matched = torch.where(poisoned.view(n_img, n_pri), torch.full_like(winners.matched, -1), winners.matched)
+    winners.update(CandidatePairs(n_idx, cand[n_idx, k_idx, g_idx], g_idx, n_gt), [q], {"quality": q})
+    matched = winners.matched
     best = winners.value("quality", total.dtype)
-    best = torch.where(matched >= 0, best, torch.zeros_like(best))
     return ATSSMatch(matched=matched, quality=best, threshold=threshold)
 
 
