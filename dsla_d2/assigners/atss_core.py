@@ -111,8 +111,8 @@ def atss_match(priors: Priors, gt: GTBatch, quality: CandidateQuality, topk: int
     positive = (total >= threshold[:, None, :]) & inside & gt.valid[:, None, :]  # (N, K, G)
 
     # A prior positive for several gts takes the highest quality (exact ties: the lowest
-    # gt index), resolved on the positive pairs only. (A positive's quality is finite: a
-    # non-finite candidate makes its gt's mean/std threshold non-finite, so nothing passes.)
+    # gt index), resolved on the positive pairs only. The qualities (IoUs made finite,
+    # DDOD's costs of finite terms) are finite, where this equals a max over gts.
     n_idx, k_idx, g_idx = positive.nonzero(as_tuple=True)
     q = total[n_idx, k_idx, g_idx]
     winners = PriorWinners(n_img, n_pri, ("max", "min"), device=device)
