@@ -157,7 +157,10 @@ def in_subprocess(spec):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], capture_output=True, text=True, env=env
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"case {spec} failed:\n{proc.stderr[-3000:]}")
@@ -244,8 +247,10 @@ def render(result, images=None):
         f"({result['priors_per_image']:,} priors), load average {result['load_average'][0]:.2f}; "
         f"conv = one 3×3 256→256 conv on P3 ({convs['1']['ms']:.0f} ms for 1 image)\n\n"
     )
-    lines = ["| assigner | gts | before: ms | after: ms | speed-up | before: extra MiB | after: extra MiB | after ÷ conv |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| assigner | gts | before: ms | after: ms | speed-up | before: extra MiB | after: extra MiB | after ÷ conv |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
         if row["images"] != 1:
             continue
@@ -263,8 +268,8 @@ def render(result, images=None):
     for name in dict.fromkeys(r["assigner"] for r in result["rows"]):
         for n in imgs:
             cells = {r["gts"]: r["after"] for r in result["rows"] if r["assigner"] == name and r["images"] == n}
-            scaling.append(f"| {name} | {n} | " + " | ".join(
-                f"{cells[g]['ms']:,.1f} ({cells[g]['extra_peak_mib']:,.0f})" if g in cells else "–" for g in gts) + " |")
+            row = [f"{cells[g]['ms']:,.1f} ({cells[g]['extra_peak_mib']:,.0f})" if g in cells else "–" for g in gts]
+            scaling.append(f"| {name} | {n} | " + " | ".join(row) + " |")
     return head + "\n".join(lines + scaling) + "\n"
 
 
@@ -312,7 +317,8 @@ def main():
         if args.readme:
             write_readme(args.readme, table, os.path.relpath(args.render, ROOT))
         return
-    print("| assigner | images | gts | before | after | after MiB | after ÷ conv | speed-up |\n|---|---|---|---|---|---|---|---|")
+    print("| assigner | images | gts | before | after | after MiB | after ÷ conv | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
     result = run_all(args)
     out = args.out or os.path.join(ROOT, "benchmarks", "results", f"assigners_{result['date']}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -6,8 +6,9 @@ aerial or retail-shelf data — where a dense assigner that builds priors × gts
 would spend most of the step assigning. The model, optimiser and schedule are
 ``atss_r18_synth.py``'s; the images are resized to a shorter side of 304–336 px (test:
 320), so the objects stay 3–12 px, at batch 2; detections per image are raised to 1000
-(COCO's 100 would cap recall at a tenth of the objects), and so is the evaluator's maxDets. Evaluation runs on the same 8
-images (a test-sized variant for step time and a smoke test, not a benchmark of AP).
+(COCO's 100 would cap recall at a tenth of the objects), and so is the evaluator's
+maxDets. Evaluation runs on the same 8 images (a test-sized variant for step time and a
+smoke test, not a benchmark of AP).
 
     python train_net.py --config-file configs/crowd_r18_synth.py
 """

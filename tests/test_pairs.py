@@ -58,7 +58,7 @@ def test_boxes_enumerate_exactly_the_dense_inside_pairs():
     # "strictly inside" test on the real point coordinates, give the same pairs as testing
     # every (prior, gt) of the dense grid.
     g = torch.Generator().manual_seed(0)
-    p = PriorGenerator([8, 16, 32], offset=0.5)([torch.zeros(1, 1, 12, 10), torch.zeros(1, 1, 6, 5), torch.zeros(1, 1, 3, 3)])
+    p = PriorGenerator([8, 16, 32], offset=0.5)([torch.zeros(1, 1, h, w) for h, w in ((12, 10), (6, 5), (3, 3))])
     xy = torch.rand(2, 40, 2, generator=g) * 120 - 20
     wh = torch.rand(2, 40, 2, generator=g) ** 3 * 90
     boxes = torch.cat([xy, xy + wh], -1)  # (N, G, 4)
@@ -98,7 +98,7 @@ def test_region_pairs_superset_sorted_and_chunked():
     # rectangle (a superset: widened by a tolerance and one index), each chunk whole gts in
     # (image, gt) order and sorted by (image, gt, prior); small chunks give the same pairs.
     g = torch.Generator().manual_seed(1)
-    p = PriorGenerator([8, 16, 32], offset=0.5)([torch.zeros(1, 1, 12, 10), torch.zeros(1, 1, 6, 5), torch.zeros(1, 1, 3, 3)])
+    p = PriorGenerator([8, 16, 32], offset=0.5)([torch.zeros(1, 1, h, w) for h, w in ((12, 10), (6, 5), (3, 3))])
     lo = torch.rand(2, 30, 3, 2, generator=g) * 100 - 10
     hi = lo + torch.rand(2, 30, 3, 2, generator=g) * 40
     active = torch.rand(2, 30, 3, generator=g) < 0.7

@@ -53,24 +53,26 @@ SMALL_SCALES = [(1, 16), (8, 32), (16, 64), (32, 128), (64, 512)]
 NC = 7
 
 # (name, sparse class, dense class, kwargs); every constructor switch that changes a rule.
+R, F = {"size_ranges": SMALL_RANGES}, {"scale_ranges": SMALL_SCALES}
+SCHEDULE = {"anchor_iou_weight": "down", "pred_iou_weight": "up"}  # D_down / D_up
 VARIANTS = [
     ("fcos", FCOSAssigner, DenseFCOSAssigner, {}),
-    ("fcos-small", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES}),
-    ("fcos-cs", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES, "center_sampling_radius": 1.5}),
+    ("fcos-small", FCOSAssigner, DenseFCOSAssigner, R),
+    ("fcos-cs", FCOSAssigner, DenseFCOSAssigner, {**R, "center_sampling_radius": 1.5}),
     ("fcos-inf-range", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES[:4] + [(128, float("inf"))]}),
-    ("fcos-uniform", FCOSAssigner, DenseFCOSAssigner, {"size_ranges": SMALL_RANGES, "regression_weight": "uniform"}),
+    ("fcos-uniform", FCOSAssigner, DenseFCOSAssigner, {**R, "regression_weight": "uniform"}),
     ("dsla", DSLAAssigner, DenseDSLAAssigner, {}),
-    ("dsla-small", DSLAAssigner, DenseDSLAAssigner, {"size_ranges": SMALL_RANGES}),
-    ("dsla-cs", DSLAAssigner, DenseDSLAAssigner, {"size_ranges": SMALL_RANGES, "center_sampling_radius": 1.5}),
-    ("dsla-nocore-norelax", DSLAAssigner, DenseDSLAAssigner, {"size_ranges": SMALL_RANGES, "core_zone": False, "relaxation": False}),
-    ("dsla-k0-loose", DSLAAssigner, DenseDSLAAssigner, {"size_ranges": SMALL_RANGES, "kappa": 0.0, "strict_inside": False}),
-    ("dsla-k05", DSLAAssigner, DenseDSLAAssigner, {"size_ranges": SMALL_RANGES, "kappa": 0.5, "centerness_eps": 0.0}),
+    ("dsla-small", DSLAAssigner, DenseDSLAAssigner, R),
+    ("dsla-cs", DSLAAssigner, DenseDSLAAssigner, {**R, "center_sampling_radius": 1.5}),
+    ("dsla-nocore-norelax", DSLAAssigner, DenseDSLAAssigner, {**R, "core_zone": False, "relaxation": False}),
+    ("dsla-k0-loose", DSLAAssigner, DenseDSLAAssigner, {**R, "kappa": 0.0, "strict_inside": False}),
+    ("dsla-k05", DSLAAssigner, DenseDSLAAssigner, {**R, "kappa": 0.5, "centerness_eps": 0.0}),
     ("fovea", FoveaAssigner, DenseFoveaAssigner, {}),
-    ("fovea-small", FoveaAssigner, DenseFoveaAssigner, {"scale_ranges": SMALL_SCALES}),
-    ("fovea-sigma1", FoveaAssigner, DenseFoveaAssigner, {"scale_ranges": SMALL_SCALES, "sigma": 1.0}),
-    ("dsla-fovea", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, {"scale_ranges": SMALL_SCALES}),
-    ("dsla-fovea-region", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, {"scale_ranges": SMALL_SCALES, "fovea_region": True}),
-    ("dsla-fovea-plain", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, {"scale_ranges": SMALL_SCALES, "core_zone": False, "relaxation": False}),
+    ("fovea-small", FoveaAssigner, DenseFoveaAssigner, F),
+    ("fovea-sigma1", FoveaAssigner, DenseFoveaAssigner, {**F, "sigma": 1.0}),
+    ("dsla-fovea", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, F),
+    ("dsla-fovea-region", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, {**F, "fovea_region": True}),
+    ("dsla-fovea-plain", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, {**F, "core_zone": False, "relaxation": False}),
     ("dsla-fovea-coco", DSLAFoveaAssigner, DenseDSLAFoveaAssigner, {}),
     ("atss", ATSSAssigner, DenseATSSAssigner, {}),
     ("atss-k1-uniform", ATSSAssigner, DenseATSSAssigner, {"topk": 1, "regression_weight": "uniform"}),
@@ -78,7 +80,7 @@ VARIANTS = [
     ("atss-k30", ATSSAssigner, DenseATSSAssigner, {"topk": 30}),
     ("dynamic-atss", DynamicATSSAssigner, DenseDynamicATSSAssigner, {}),
     ("dynamic-atss-piou", ATSSAssigner, DenseATSSAssigner, {"anchor_iou_weight": 0.0, "pred_iou_weight": 1.0}),
-    ("dynamic-atss-sched", DynamicATSSAssigner, DenseDynamicATSSAssigner, {"anchor_iou_weight": "down", "pred_iou_weight": "up"}),
+    ("dynamic-atss-sched", DynamicATSSAssigner, DenseDynamicATSSAssigner, SCHEDULE),
 ]
 
 
@@ -118,7 +120,8 @@ def edge_boxes(gen, priors, n):
     kind = torch.randint(0, 5, (n,), generator=gen)
     frac = torch.randint(1, 8, (n, 3), generator=gen).float() / 8
     # kind 0: the left side at distance exactly `bound` from point p, other sides closer
-    b0 = torch.stack([p[:, 0] - bound, p[:, 1] - frac[:, 0] * bound, p[:, 0] + frac[:, 1] * bound, p[:, 1] + frac[:, 2] * bound], 1)
+    x, y = p[:, 0], p[:, 1]
+    b0 = torch.stack([x - bound, y - frac[:, 0] * bound, x + frac[:, 1] * bound, y + frac[:, 2] * bound], 1)
     # kind 1: a square of side `bound` (sqrt area exactly the bound) centred on p
     b1 = torch.cat([p - bound[:, None] / 2, p + bound[:, None] / 2], 1)
     # kind 2: sides on grid lines (multiples of the stride)
@@ -192,14 +195,16 @@ def cases():
         for (h, w) in ((96, 128), (72, 40)):
             p = grid_priors(h, w, offset)
             for counts in ([0], [1], [0, 3, 17], [60, 0], [140, 300, 2]):
-                out.append((f"grid{h}x{w}-o{offset}-{counts}", p, image_gts(gen, p, counts, w, h), predictions(gen, p, len(counts))))
+                gts = image_gts(gen, p, counts, w, h)
+                out.append((f"grid{h}x{w}-o{offset}-{counts}", p, gts, predictions(gen, p, len(counts))))
     p = point_set_priors(gen, 128, 96)
     for counts in ([0], [5, 40], [150, 0, 90]):
         out.append((f"points-{counts}", p, image_gts(gen, p, counts, 128, 96), predictions(gen, p, len(counts))))
     big = grid_priors(160, 224, 0.5)
     out.append(("grid160x224-3000", big, image_gts(gen, big, [3000], 224, 160), predictions(gen, big, 1)))
     empty = grid_priors(96, 128, 0.5)
-    out.append(("no-gt-column", empty, [Instances((96, 128), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))] * 2, predictions(gen, empty, 2)))
+    none = Instances((96, 128), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))
+    out.append(("no-gt-column", empty, [none, none], predictions(gen, empty, 2)))
     return out
 
 

@@ -84,7 +84,8 @@ def test_nearest_equals_dense_sort(topk):
     # Centres inside, on grid points, halfway between, just and far outside, beyond float32
     # resolution (1e7 px), and at infinity (x1 + x2 overflows): every path (window,
     # second window, exact) gives the dense stable sort, order included.
-    p = PriorGenerator([8, 16, 32], offset=0.0)([torch.zeros(1, 1, 20, 24), torch.zeros(1, 1, 10, 12), torch.zeros(1, 1, 5, 6)])
+    feats = [torch.zeros(1, 1, 20, 24), torch.zeros(1, 1, 10, 12), torch.zeros(1, 1, 5, 6)]
+    p = PriorGenerator([8, 16, 32], offset=0.0)(feats)
     g = torch.Generator().manual_seed(topk)
     inside = torch.rand(40, 2, generator=g) * torch.tensor([192.0, 160.0])
     on_points = p.points[torch.randint(0, len(p), (10,), generator=g)]

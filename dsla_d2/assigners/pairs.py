@@ -84,7 +84,11 @@ class CandidatePairs:
         """The pairs at the (Q,) int64 positions ``index``, in that order."""
         take = lambda t: t.index_select(0, index)  # noqa: E731  (faster than boolean indexing)
         return CandidatePairs(
-            take(self.image), take(self.prior), take(self.gt), self.num_gts, {k: take(v) for k, v in self.values.items()}
+            take(self.image),
+            take(self.prior),
+            take(self.gt),
+            self.num_gts,
+            {k: take(v) for k, v in self.values.items()},
         )
 
     @classmethod
@@ -186,7 +190,8 @@ def grid_axes(priors: Priors, centers: Optional[Tensor] = None) -> Optional[List
         grid = pts[start : start + n].reshape(h, w, 2)
         xs = grid[0, :, 0].contiguous() if h else pts.new_zeros(0)
         ys = grid[:, 0, 1].contiguous() if w else pts.new_zeros(0)
-        if n and not (torch.equal(grid[..., 0], xs.expand(h, w)) and torch.equal(grid[..., 1], ys[:, None].expand(h, w))):
+        on_axes = torch.equal(grid[..., 0], xs.expand(h, w)) and torch.equal(grid[..., 1], ys[:, None].expand(h, w))
+        if n and not on_axes:
             return None
         if bool((xs.diff() <= 0).any()) or bool((ys.diff() <= 0).any()):
             return None
@@ -205,7 +210,8 @@ def _row_chunks(counts: Tensor, max_pairs: int) -> List[Tuple[int, int]]:
         return [(0, counts.numel())]
     before = torch.cumsum(counts, 0) - counts
     bucket = torch.div(before, max_pairs, rounding_mode="floor")
-    starts = torch.cat([torch.zeros(1, dtype=torch.long, device=counts.device), (bucket.diff() != 0).nonzero().squeeze(1) + 1])
+    first = torch.zeros(1, dtype=torch.long, device=counts.device)
+    starts = torch.cat([first, (bucket.diff() != 0).nonzero().squeeze(1) + 1])
     bounds = starts.tolist() + [counts.numel()]
     return list(zip(bounds[:-1], bounds[1:]))
 

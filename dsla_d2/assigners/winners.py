@@ -64,7 +64,8 @@ class PriorWinners:
         flat = pairs.image * self.shape[1] + pairs.prior
         if self.keys is None:
             self.keys = [self._worst(k.dtype, m) for k, m in zip(keys, self.modes)]
-            self.values = {name: torch.zeros(self._gt.numel(), dtype=v.dtype, device=self.device) for name, v in values.items()}
+            size = self._gt.numel()
+            self.values = {name: torch.zeros(size, dtype=v.dtype, device=self.device) for name, v in values.items()}
         if flat.numel() == 0:
             return
         # 1. the best pair of each prior within the chunk: filter key by key

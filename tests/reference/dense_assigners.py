@@ -16,7 +16,14 @@ still uses on its exact path) are the library's, unchanged.
 import torch
 from torch import Tensor
 
-from dsla_d2.assigners import ATSSAssigner, DSLAAssigner, DSLAFoveaAssigner, DynamicATSSAssigner, FCOSAssigner, FoveaAssigner
+from dsla_d2.assigners import (
+    ATSSAssigner,
+    DSLAAssigner,
+    DSLAFoveaAssigner,
+    DynamicATSSAssigner,
+    FCOSAssigner,
+    FoveaAssigner,
+)
 from dsla_d2.assigners.atss import select_topk_candidates, unbiased_std
 from dsla_d2.assigners.base import Assignment
 from dsla_d2.assigners.dsla import relaxation_score
@@ -119,7 +126,10 @@ class DenseFCOSAssigner(FCOSAssigner):
         reg_weights = None
         if self.regression_weight == "centerness":
             idx = matched.clamp(min=0)[..., None, None].expand(-1, -1, 1, 4)
-            own = torch.gather(ltrb, 2, idx).squeeze(2) if ltrb.shape[2] else torch.zeros(*matched.shape, 4, device=m.device)
+            if ltrb.shape[2]:
+                own = torch.gather(ltrb, 2, idx).squeeze(2)
+            else:
+                own = torch.zeros(*matched.shape, 4, device=m.device)
             reg_weights = centerness_from_ltrb(own)
         return Assignment.from_matches(gt, matched, num_classes, reg_weights=reg_weights)
 
