@@ -39,7 +39,8 @@ and the bound on the clamped side only grows. A centre outside the hull (a box p
 outside the image) can have its k nearest in one column (or row) along the border: the k
 nearest of any level form, up to exact ties, a down-set in (rank of |dx| among columns,
 rank of |dy| among rows), so they lie in the k nearest columns × k nearest rows; a second
-window with h' = max(h, ⌈(k − 1)/2⌉) covers that. Whatever is still not certified —
+window with h' = max(h, ⌈(k − 1)/2⌉) (2h' + 1 ≥ k cells per axis) is tried for those.
+On a level too thin to hold k cells in the window, the window grows along its long axis. Whatever is still not certified —
 exact ties across the window border, centres so far away that float32 cannot tell the
 columns apart (d ≳ 10⁶ px) — takes the exact path: all priors of the level, sorted
 (chunked). Point sets (no grid) always take the exact path. The result is therefore
