@@ -25,7 +25,14 @@ from .nearest import nearest_candidates, select_topk_candidates  # noqa: F401  (
 from .pairs import CandidatePairs
 from .winners import PriorWinners
 
-__all__ = ["ATSSMatch", "CandidateQuality", "atss_match", "centerness_weights", "select_topk_candidates", "unbiased_std"]
+__all__ = [
+    "ATSSMatch",
+    "CandidateQuality",
+    "atss_match",
+    "centerness_weights",
+    "select_topk_candidates",
+    "unbiased_std",
+]
 
 
 def unbiased_std(values: Tensor, dim: int) -> Tensor:
