@@ -300,7 +300,7 @@ def main():
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--max-seconds", type=float, default=20.0, help="stop repeating a case after this long")
     p.add_argument("--before", action="store_true", help="also time the dense reference (tests/reference)")
-    p.add_argument("--before-max-elements", type=float, default=2.5e7, help="skip dense cases above N·R·G")
+    p.add_argument("--before-max-elements", type=float, default=7e7, help="skip dense cases above N·R·G")
     p.add_argument("--before-images", type=int, nargs="+", default=[1], help="image counts with a before column")
     p.add_argument("--out", default=None, help="result json (default benchmarks/results/assigners_<date>.json)")
     p.add_argument("--render", default=None, help="print the tables of a result json instead of measuring")
