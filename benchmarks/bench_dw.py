@@ -4,16 +4,17 @@ inputs, beside FCOS's, with 50 and 1000 gts per image (prints a table).
 
     python benchmarks/bench_dw.py [--images 2] [--gts 50 1000] [--device cpu|cuda] [--repeat 5]
 
-Inputs are ``bench_assigners.py``'s (P3-P7 of an 800×1216 batch, 20,267 locations per image,
-80 classes, random gts of 8-400 px). Each (method, gts) case runs in a fresh process; its
-peak memory is that of the first assignment + loss + backward: on CUDA
-``torch.cuda.max_memory_allocated``, on CPU the growth of the process's peak resident set
-(Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` right before the call), so it
-counts every page the call touched, torch's allocations included. Times are medians of
-``--repeat`` further calls. ``pairs`` is the number of in-bag (location, gt) pairs DW
-works on; ``R×G`` what a dense locations × gts grid would hold.
+Inputs are ``bench_assigners.py``'s (one 800×1333 image per batch element, P3-P7: 22,300
+locations per image, gts of 8-400 px clipped to the image, noisy predicted boxes), with 80
+random class logits and an objectness / centerness output. Each (method, gts) case runs in a
+fresh process with ``--threads`` threads; time is the median of ``--repeat`` calls after a
+warm-up call; peak memory is measured as ``bench_assigners.py`` does (one more call after
+pinning glibc's mmap threshold, trimming the heap and resetting the peak resident set:
+the growth of VmHWM; on CUDA ``torch.cuda.max_memory_allocated``). ``pairs`` is the number
+of in-bag (location, gt) pairs DW works on; ``R×G`` what a dense locations × gts grid holds.
 """
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dsla_d2  # noqa: E402,F401
-from bench_assigners import make_inputs  # noqa: E402
+from bench_assigners import M_MMAP_THRESHOLD, _memory_kib, make_inputs  # noqa: E402
 from dsla_d2.assigners import DWAssigner, FCOSAssigner  # noqa: E402
 from dsla_d2.losses import DenseDetectionLoss, DWLoss  # noqa: E402
 from dsla_d2.quality import QualityCoupling  # noqa: E402
@@ -35,24 +36,6 @@ METHODS = {
                      QualityCoupling(branch="centerness")),
     "DW": lambda: (DWAssigner(), DWLoss(), QualityCoupling(branch="objectness", threshold_on="score")),
 }
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak():
-    """Reset the peak resident set (Linux ≥ 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def step(assigner, loss, quality, inputs, device):
@@ -77,24 +60,29 @@ def step(assigner, loss, quality, inputs, device):
 
 def run_case(method, num_gts, images, device, repeat):
     assigner, loss, quality = METHODS[method]()
-    inputs = make_inputs(images, num_gts, device)
+    priors, gts, preds = make_inputs(images, num_gts, device)
+    g = torch.Generator().manual_seed(1)
+    inputs = (priors, gts, preds["pred_boxes"], torch.randn(images, len(priors), 80, generator=g).to(device))
+    a, _, _ = step(assigner, loss, quality, inputs, device)  # warm-up
+    times = [step(assigner, loss, quality, inputs, device)[1:] for _ in range(repeat)]
+    # memory, as bench_assigners.py: large blocks mmapped, freed heap returned, peak reset
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    libc.malloc_trim(0)
     if device == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = _status_kib("VmRSS") if _reset_peak() else None
-    a, _, _ = step(assigner, loss, quality, inputs, device)  # first call: peak memory
-    if device == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = (_status_kib("VmHWM") - base) / 1024 if base is not None else float("nan")
-    times = [step(assigner, loss, quality, inputs, device)[1:] for _ in range(repeat)]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    rss0, _ = _memory_kib()
+    step(assigner, loss, quality, inputs, device)
+    _, hwm = _memory_kib()
+    peak = (hwm - rss0) / 1024 if device != "cuda" else (torch.cuda.max_memory_allocated() - base) / 2**20
     pairs = len(a.pairs) if a.pairs is not None else 0
     return dict(
         method=method, gts=num_gts, assign_ms=statistics.median(t[0] for t in times) * 1000,
         loss_ms=statistics.median(t[1] for t in times) * 1000, peak_mib=peak, pairs=pairs,
-        dense=images * len(inputs[0]) * num_gts,
+        dense=images * len(priors) * num_gts,
     )
 
 
@@ -112,7 +100,7 @@ def main():
     if args.case:
         print(json.dumps(run_case(args.case[0], int(args.case[1]), args.images, args.device, args.repeat)))
         return
-    print(f"device={args.device} threads={torch.get_num_threads()} images={args.images} locations/image=20267 classes=80")
+    print(f"device={args.device} threads={torch.get_num_threads()} images={args.images} locations/image=22300 classes=80")
     print("| method | gts/image | assign ms | loss fwd+bwd ms | peak MiB | pairs | R×G |")
     print("|---|---|---|---|---|---|---|")
     for g in args.gts:

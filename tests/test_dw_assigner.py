@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from dsla_d2.assigners import DWAssigner, GTBatch
-from dsla_d2.assigners.dw import center_prior
+from dsla_d2.assigners import DWAssigner
+from dsla_d2.assigners.dw import BAGS, center_prior
 from dsla_d2.priors import PriorGenerator, Priors
 
 from tiny import gt_instances
@@ -158,6 +158,11 @@ def test_bad_arguments_and_point_sets():
     priors = grid([8], [(2, 2)])
     with pytest.raises(ValueError, match=r"gt classes \[7\] outside \[0, 3\)"):
         DWAssigner()(priors, [gt_instances([[0, 0, 8, 8]], [7], (16, 16))], 3)
-    free = Priors(torch.tensor([[4.0, 4.0]]), torch.zeros(1, 4), torch.tensor([8.0]), torch.zeros(1, dtype=torch.long), [1])
-    with pytest.raises(ValueError, match="grid priors"):
-        DWAssigner().assign(free, GTBatch.from_instances([gt_instances([[0, 0, 8, 8]], [0])]), 1, {})
+    # A point set (no grid) holds the same bags as the grid it was taken from.
+    priors = grid([8, 16], [(4, 4), (2, 2)])
+    free = Priors(priors.points, priors.anchors, priors.strides, priors.levels, priors.num_per_level)
+    gts = [gt_instances([[4, 4, 28, 20], [1, 9, 30, 31]], [0, 1], (32, 32))]
+    for bag in BAGS:
+        on_grid, on_points = DWAssigner(bag=bag, topk=2)(priors, gts, 2), DWAssigner(bag=bag, topk=2)(free, gts, 2)
+        assert pairs_of(on_grid, priors) == pairs_of(on_points, free) and len(on_grid.pairs) > 0
+        assert torch.equal(on_grid.matched_gt, on_points.matched_gt)

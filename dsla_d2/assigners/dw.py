@@ -26,13 +26,15 @@ and keep the strictly-inside condition for all of them (the code applies it to e
 weight). A gt whose bag is empty (a box between grid points) gets no positive loss, as in
 the code.
 
-Pairs are enumerated sparsely (:func:`~dsla_d2.assigners.pairs.inside_box_pairs`: each gt's
-index rectangle per level, then the exact strict-inside test on the real point
-coordinates): memory and time follow the number of in-bag pairs, never points × gts.
+Pairs are enumerated sparsely (:func:`~dsla_d2.assigners.pairs.inside_box_pairs`: the
+priors under each gt's box from the grid geometry — or in bounded blocks for a point set —
+then the exact strict-inside test on the real point coordinates): memory and time follow
+the number of in-bag pairs, never points × gts.
 
 Dense per-prior fields (for generic tools: visualiser, statistics): a prior is labelled
-with the gt whose bag holds it with the largest G (ties: lowest gt index), ``cls_scores``
-and ``reg_weights`` are that G; priors in no bag, or only with G = 0, are background.
+with the gt whose bag holds it with the largest G (ties: lowest gt index;
+:class:`~dsla_d2.assigners.winners.PriorWinners`), ``cls_scores`` and ``reg_weights`` are
+that G; priors in no bag, or only with G = 0, are background.
 :class:`~dsla_d2.losses.DWLoss` does not read these fields.
 """
 from typing import Mapping, Optional
@@ -44,6 +46,7 @@ from ..priors import Priors
 from ..utils.progress import TrainingProgress
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .pairs import CandidatePairs, inside_box_pairs, rank_in_segments
+from .winners import PriorWinners
 
 __all__ = ["DWAssigner", "BAGS", "inside_pairs", "center_prior"]
 
@@ -57,11 +60,8 @@ def inside_pairs(priors: Priors, gt: GTBatch) -> CandidatePairs:
         pairs sorted by (image, gt, prior), with ``values["offset"]`` (P, 2): the
         stride-normalised offset (point − gt centre)/stride.
     """
-    if priors.grid_sizes is None:
-        raise ValueError("DWAssigner needs grid priors (Priors.grid_sizes, from PriorGenerator); got an arbitrary point set")
     pairs = inside_box_pairs(priors, gt.boxes, gt.valid)
-    center = gt.centers[pairs.image, pairs.gt]
-    pairs.values["offset"] = (priors.points[pairs.prior] - center) / priors.strides[pairs.prior, None]
+    pairs.values["offset"] = (pairs.of_prior(priors.points) - pairs.of_gt(gt.centers)) / pairs.of_prior(priors.strides)[:, None]
     return pairs
 
 
@@ -137,20 +137,10 @@ class DWAssigner(DenseAssigner):
         if bad.any():
             raise ValueError(f"gt classes {gt.classes[bad].unique().tolist()} outside [0, {num_classes})")
         pairs = self.candidate_bags(priors, gt)
-        matched, best = best_bag_per_prior(pairs, gt.boxes.shape[0], len(priors))
-        return Assignment.from_matches(gt, matched, num_classes, cls_scores=best, reg_weights=best, pairs=pairs)
-
-
-def best_bag_per_prior(pairs: CandidatePairs, num_images: int, num_priors: int):
-    """(N, R) index of the gt whose bag holds each prior with the largest centre prior
-    (ties: lowest gt index; −1 where none or only G = 0), and that (N, R) G."""
-    g = pairs.values["center_prior"]
-    flat = pairs.image * num_priors + pairs.prior
-    size = num_images * num_priors
-    best = torch.zeros(size, dtype=g.dtype, device=g.device).scatter_reduce(0, flat, g, "amax")
-    top = (g == best[flat]) & (g > 0)
-    none = pairs.num_gts  # larger than every gt index
-    matched = torch.full((size,), none, dtype=torch.long, device=g.device)
-    matched = matched.scatter_reduce(0, flat[top], pairs.gt[top], "amin")
-    matched = torch.where(matched < none, matched, torch.full_like(matched, -1))
-    return matched.view(num_images, num_priors), best.view(num_images, num_priors)
+        # Dense fields for generic tools: the bag with the largest G (ties: lowest gt index).
+        g = pairs.values["center_prior"]
+        winners = PriorWinners(gt.boxes.shape[0], len(priors), ("max", "min"), device=g.device)
+        member = (g > 0).nonzero().squeeze(1)
+        winners.update(pairs.take(member), [g.index_select(0, member)], {"center_prior": g.index_select(0, member)})
+        best = winners.value("center_prior", g.dtype)
+        return Assignment.from_matches(gt, winners.matched, num_classes, cls_scores=best, reg_weights=best, pairs=pairs)
