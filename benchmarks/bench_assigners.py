@@ -91,6 +91,32 @@ def _memory_kib():
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+def extra_peak(call, device):
+    """Extra peak memory of one more ``call()``: {"extra_peak_mib"} (growth of the peak
+    resident set) and on CUDA {"cuda_extra_peak_mib"}. Large blocks are mmapped (returned
+    when freed) and the freed heap given back first, then the peak RSS is reset."""
+    import torch
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    libc.malloc_trim(0)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # peak RSS := current RSS
+    rss0, _ = _memory_kib()
+    out = call()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    _, hwm = _memory_kib()
+    result = {"extra_peak_mib": (hwm - rss0) / 1024}
+    if device == "cuda":
+        result["cuda_extra_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    del out
+    return result
+
+
 def run_case(spec):
     """Measure one case in this (fresh) process; returns a result dict."""
     import torch
@@ -136,24 +162,7 @@ def run_case(spec):
             del out
             if time.perf_counter() > budget:
                 break
-        # memory: large blocks mmapped (returned when freed), freed heap given back,
-        # peak RSS reset; then one more call
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-        libc.malloc_trim(0)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # peak RSS := current RSS
-        rss0, _ = _memory_kib()
-        out = call()
-        sync()
-        _, hwm = _memory_kib()
-        result["extra_peak_mib"] = (hwm - rss0) / 1024
-        if device == "cuda":
-            result["cuda_extra_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-        del out
+        result.update(extra_peak(call, device))
     result.update(ms=statistics.median(times) * 1000, runs=len(times))
     if spec["kind"] != "conv":
         result["positives"] = int(assigner(priors, gts, 80, preds).pos_mask.sum())

@@ -14,7 +14,6 @@ the growth of VmHWM; on CUDA ``torch.cuda.max_memory_allocated``). ``pairs`` is 
 of in-bag (location, gt) pairs DW works on; ``R×G`` what a dense locations × gts grid holds.
 """
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dsla_d2  # noqa: E402,F401
-from bench_assigners import M_MMAP_THRESHOLD, _memory_kib, make_inputs  # noqa: E402
+from bench_assigners import extra_peak, make_inputs  # noqa: E402
 from dsla_d2.assigners import DWAssigner, FCOSAssigner  # noqa: E402
 from dsla_d2.losses import DenseDetectionLoss, DWLoss  # noqa: E402
 from dsla_d2.quality import QualityCoupling  # noqa: E402
@@ -65,19 +64,9 @@ def run_case(method, num_gts, images, device, repeat):
     inputs = (priors, gts, preds["pred_boxes"], torch.randn(images, len(priors), 80, generator=g).to(device))
     a, _, _ = step(assigner, loss, quality, inputs, device)  # warm-up
     times = [step(assigner, loss, quality, inputs, device)[1:] for _ in range(repeat)]
-    # memory, as bench_assigners.py: large blocks mmapped, freed heap returned, peak reset
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-    libc.malloc_trim(0)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    rss0, _ = _memory_kib()
-    step(assigner, loss, quality, inputs, device)
-    _, hwm = _memory_kib()
-    peak = (hwm - rss0) / 1024 if device != "cuda" else (torch.cuda.max_memory_allocated() - base) / 2**20
+    # memory, as bench_assigners.py measures it
+    mem = extra_peak(lambda: step(assigner, loss, quality, inputs, device), device)
+    peak = mem["cuda_extra_peak_mib"] if device == "cuda" else mem["extra_peak_mib"]
     pairs = len(a.pairs) if a.pairs is not None else 0
     return dict(
         method=method, gts=num_gts, assign_ms=statistics.median(t[0] for t in times) * 1000,
