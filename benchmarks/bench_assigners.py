@@ -258,6 +258,10 @@ def format_row(row, convs):
 def render(result, images=None):
     """Markdown: the before/after table (1 image) and the scaling table (after)."""
     convs = result["conv"]
+    if "1" not in convs:
+        raise SystemExit(
+            "--render needs a run with 1 image (--images 1 ...): the before/after table and the conv ratio are per image"
+        )
     head = (
         f"{result['date']}, {result['device']}, 1 thread, {result['image'][0]}×{result['image'][1]} image "
         f"({result['priors_per_image']:,} priors), load average {result['load_average'][0]:.2f}; "
