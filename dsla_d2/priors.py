@@ -7,7 +7,7 @@ per location, so a point at row i, column j of a level with stride s sits at
 ((j + offset)·s, (i + offset)·s).
 """
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,12 @@ class Priors:
         strides: (R,) float stride of each prior's level.
         levels: (R,) int64 level index (0 for the first head_in_feature).
         num_per_level: number of priors on each level (sums to R).
+        grid_sizes: (H_l, W_l) of each level when the priors form a regular grid (row-major
+            within a level, point of row i, column j at ((j + offset)·s_l, (i + offset)·s_l));
+            None for an arbitrary point set. Lets assigners enumerate the priors near a box
+            from the grid geometry instead of testing all of them.
+        level_strides: s_l of each level (with ``grid_sizes``).
+        offset: the location offset in strides (with ``grid_sizes``).
     """
 
     points: Tensor
@@ -34,9 +40,20 @@ class Priors:
     strides: Tensor
     levels: Tensor
     num_per_level: List[int]
+    grid_sizes: Optional[List[Tuple[int, int]]] = None
+    level_strides: Optional[List[float]] = None
+    offset: Optional[float] = None
 
     def __len__(self):
         return self.points.shape[0]
+
+    def per_level(self, table) -> Tensor:
+        """Expand a per-level table (L rows, e.g. size ranges (lo, hi)) to one row per
+        prior: (L, ...) -> (R, ...)."""
+        table = torch.as_tensor(table, dtype=self.points.dtype, device=self.points.device)
+        if table.shape[0] != len(self.num_per_level):
+            raise ValueError(f"{table.shape[0]} per-level values given for {len(self.num_per_level)} levels")
+        return table[self.levels]
 
     def split(self, tensor: Tensor, dim: int = 1) -> List[Tensor]:
         """Split a tensor whose ``dim`` runs over priors into per-level chunks."""
@@ -81,4 +98,8 @@ class PriorGenerator(nn.Module):
         levels = torch.cat(
             [torch.full((n,), i, dtype=torch.long, device=device) for i, n in enumerate(num_per_level)]
         )
-        return Priors(points, anchors, strides, levels, num_per_level)
+        grid_sizes = [tuple(int(v) for v in f.shape[-2:]) for f in features]
+        return Priors(
+            points, anchors, strides, levels, num_per_level,
+            grid_sizes=grid_sizes, level_strides=[float(s) for s in self.strides], offset=self.offset,
+        )

@@ -44,6 +44,7 @@ from dsla_d2.assigners.atss import (
 )
 from dsla_d2.assigners.base import ASSIGNER_REGISTRY
 from dsla_d2.priors import PriorGenerator
+from dsla_d2.utils.progress import TrainingProgress
 
 from tiny import gt_instances
 
@@ -86,9 +87,9 @@ def test_registered_and_priors():
     assert p.anchors[16].tolist() == [-8, -8, 24, 24]
     assert p.anchors[20].tolist() == [-16, -16, 48, 48]
     assert p.num_per_level == [16, 4, 1]
-    assert not ATSSAssigner().needs_predictions
-    assert DynamicATSSAssigner().needs_predictions
-    assert ATSSAssigner(pred_iou_weight="up").needs_predictions
+    assert ATSSAssigner().required_predictions == ()
+    assert DynamicATSSAssigner().required_predictions == ("pred_boxes",)
+    assert ATSSAssigner(pred_iou_weight="up").required_predictions == ("pred_boxes",)
 
 
 def test_candidates_default_k9_levels_smaller_than_k():
@@ -208,7 +209,7 @@ def test_dynamic_sum_of_stds_not_std_of_sum():
     """
     priors = grid3()
     gt = [gt_instances([GT_A], [0], (32, 32))]
-    a = DynamicATSSAssigner(topk=4)(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A))
+    a = DynamicATSSAssigner(topk=4)(priors, gt, 1, {"pred_boxes": pred_boxes_a(**PRED_A)})
     assert a.extras["threshold"][0, 0].item() == pytest.approx(1.076475, abs=1e-5)
     assert positives(a) == [16]
     assert a.extras["matched_iou"][0, 16].item() == pytest.approx(1.333333, abs=1e-5)
@@ -222,7 +223,7 @@ def test_dynamic_with_pred_equal_anchor_is_atss():
     # PIoU = AIoU for every prior → CIoU = 2·AIoU and threshold = 2·(mean + std): ATSS.
     priors = grid3()
     gt = [gt_instances([GT_A], [0], (32, 32))]
-    a = DynamicATSSAssigner(topk=4)(priors, gt, 1, pred_boxes=priors.anchors[None].clone())
+    a = DynamicATSSAssigner(topk=4)(priors, gt, 1, {"pred_boxes": priors.anchors[None].clone()})
     assert positives(a) == [5, 6]
     assert a.extras["threshold"][0, 0].item() == pytest.approx(2 * 0.431191, abs=1e-5)
 
@@ -233,11 +234,11 @@ def test_table2_piou_only_and_aiou_only():
     pred = pred_boxes_a(**PRED_A)
     # "PIoU only" (w_a = 0): threshold = mean(PIoU) + std(PIoU) = 0.25 + 0.395285 = 0.645285;
     # PIoU ≥ it and inside: priors 16 (1.0) and 17 (0.75); prior 20 (0.5) is below.
-    p = DynamicATSSAssigner(topk=4, anchor_iou_weight=0.0)(priors, gt, 1, pred_boxes=pred)
+    p = DynamicATSSAssigner(topk=4, anchor_iou_weight=0.0)(priors, gt, 1, {"pred_boxes": pred})
     assert p.extras["threshold"][0, 0].item() == pytest.approx(0.645285, abs=1e-5)
     assert positives(p) == [16, 17]
     # "AIoU only" (w_p = 0) is ATSS: priors 5, 6 whatever the predictions.
-    a = DynamicATSSAssigner(topk=4, pred_iou_weight=0.0)(priors, gt, 1, pred_boxes=pred)
+    a = DynamicATSSAssigner(topk=4, pred_iou_weight=0.0)(priors, gt, 1, {"pred_boxes": pred})
     assert positives(a) == [5, 6]
     assert a.extras["threshold"][0, 0].item() == pytest.approx(0.431191, abs=1e-5)
 
@@ -249,7 +250,7 @@ def test_table3_constant_weights():
     priors = grid3()
     gt = [gt_instances([GT_A], [0], (32, 32))]
     asg = DynamicATSSAssigner(topk=4, pred_iou_weight=0.5, anchor_iou_weight=1.0)
-    a = asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A))
+    a = asg(priors, gt, 1, {"pred_boxes": pred_boxes_a(**PRED_A)})
     assert a.extras["threshold"][0, 0].item() == pytest.approx(0.753833, abs=1e-5)
     assert positives(a) == [16]
     assert a.extras["matched_iou"][0, 16].item() == pytest.approx(0.833333, abs=1e-5)
@@ -260,14 +261,13 @@ def test_resolve_weights_d_up_d_down():
     assert resolve_iou_weight("up", 0.25) == 0.25
     assert resolve_iou_weight("down", 0.25) == 0.75
     assert resolve_iou_weight(1.5, 0.25) == 1.5
-    a = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down", max_iter=1000, iteration=250)
-    assert a.iou_weights() == (0.75, 0.25)  # (w_a, w_p)
-    a.iteration = None
-    with EventStorage(600):  # the trainer's current iteration
-        assert a.iou_weights() == pytest.approx((0.4, 0.6))
-    assert a.iou_weights() == (1.0, 0.0)  # no storage: iteration 0
-    a.iteration = 5000  # past max_iter: clamped to 1
-    assert a.iou_weights() == (0.0, 1.0)
+    a = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down")
+    assert a.iou_weights(TrainingProgress(250, 1000)) == (0.75, 0.25)  # (w_a, w_p)
+    assert a.iou_weights(TrainingProgress(600, 1000)) == pytest.approx((0.4, 0.6))
+    assert a.iou_weights(None) == (1.0, 0.0)  # no progress given: iteration 0
+    with EventStorage(600):  # the global EventStorage is never read
+        assert a.iou_weights(None) == (1.0, 0.0)
+    assert a.iou_weights(TrainingProgress(5000, 1000)) == (0.0, 1.0)  # past max_iter: clamped to 1
 
 
 def test_table3_dup_ddown_at_iteration():
@@ -277,15 +277,13 @@ def test_table3_dup_ddown_at_iteration():
     # 17: 0.192857 + 0.1875 = 0.380357 ✗; 6: 0.331081 ✗ → prior 16.
     priors = grid3()
     gt = [gt_instances([GT_A], [0], (32, 32))]
-    asg = DynamicATSSAssigner(topk=4, pred_iou_weight="up", anchor_iou_weight="down", max_iter=1000)
-    with EventStorage(250):
-        a = asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A))
+    asg = DynamicATSSAssigner(topk=4, pred_iou_weight="up", anchor_iou_weight="down")
+    a = asg(priors, gt, 1, {"pred_boxes": pred_boxes_a(**PRED_A)}, progress=TrainingProgress(250, 1000))
     assert a.extras["iou_weights"].tolist() == [0.75, 0.25]
     assert a.extras["threshold"][0, 0].item() == pytest.approx(0.484714, abs=1e-5)
     assert positives(a) == [16]
     # At iteration 0, D_up = 0: ATSS.
-    asg.iteration = 0
-    assert positives(asg(priors, gt, 1, pred_boxes=pred_boxes_a(**PRED_A))) == [5, 6]
+    assert positives(asg(priors, gt, 1, {"pred_boxes": pred_boxes_a(**PRED_A)}, progress=TrainingProgress(0, 1000))) == [5, 6]
 
 
 def test_dynamic_ties_to_highest_ciou():
@@ -302,10 +300,10 @@ def test_dynamic_ties_to_highest_ciou():
     # Precondition: prior 5 is positive for each gt alone, under both assigners.
     for box in (GT_A, g1):
         single = [gt_instances([box], [0], (32, 32))]
-        assert 5 in positives(dyn(priors, single, 1, pred_boxes=pred))
+        assert 5 in positives(dyn(priors, single, 1, {"pred_boxes": pred}))
         assert 5 in positives(atss(priors, single, 1))
     both = [gt_instances([GT_A, g1], [0, 1], (32, 32))]
-    a = dyn(priors, both, 2, pred_boxes=pred)
+    a = dyn(priors, both, 2, {"pred_boxes": pred})
     assert a.matched_gt[0, 5].item() == 1
     assert a.extras["matched_iou"][0, 5].item() == pytest.approx(1.482759, abs=1e-5)
     s = atss(priors, both, 2)
@@ -321,7 +319,7 @@ def test_predictions_required_and_non_finite_predictions():
     pred = pred_boxes_a(**PRED_A)
     pred[0, :8] = float("nan")
     pred[0, 8:10] = float("inf")
-    a = DynamicATSSAssigner(topk=4)(priors, gt, 1, pred_boxes=pred)
+    a = DynamicATSSAssigner(topk=4)(priors, gt, 1, {"pred_boxes": pred})
     assert torch.isfinite(a.extras["threshold"]).all() and torch.isfinite(a.reg_weights).all()
     assert torch.isfinite(a.extras["matched_iou"]).all()
 
@@ -333,7 +331,6 @@ def test_invalid_arguments():
         dict(pred_iou_weight="sideways"),
         dict(regression_weight="iou"),
         dict(topk=0),
-        dict(max_iter=0),
     ):
         with pytest.raises(ValueError):
             ATSSAssigner(**kwargs)
@@ -348,7 +345,7 @@ def test_empty_degenerate_and_padded(cls):
     kwargs = dict(pred_boxes=priors.anchors.expand(3, 21, 4).clone())
     # No gts at all (G = 0).
     empty = [gt_instances([], [], (32, 32)), gt_instances([], [], (32, 32))]
-    a = cls(topk=4)(priors, empty, 3, pred_boxes=kwargs["pred_boxes"][:2])
+    a = cls(topk=4)(priors, empty, 3, {"pred_boxes": kwargs["pred_boxes"][:2]})
     assert (a.matched_gt == -1).all() and (a.labels == 3).all() and not a.reg_mask.any()
     assert a.extras["threshold"].shape == (2, 0)
     # Image 0 has A, image 1 only degenerate boxes, image 2 nothing (padding rows).
@@ -357,7 +354,7 @@ def test_empty_degenerate_and_padded(cls):
         gt_instances([[5, 5, 5, 20], [8, 8, 20, 8]], [0, 2], (32, 32)),
         gt_instances([], [], (32, 32)),
     ]
-    a = cls(topk=4)(priors, batch, 3, **kwargs)
+    a = cls(topk=4)(priors, batch, 3, kwargs)
     assert a.matched_gt.shape == (3, 21)
     assert (a.matched_gt[1:] == -1).all() and (a.labels[1:] == 3).all()
     assert a.extras["threshold"][1:].abs().sum() == 0
@@ -376,9 +373,9 @@ def test_batched_equals_per_image_and_many_boxes():
     pred = torch.cat([torch.rand(2, 21, 2, generator=g) * 20, torch.rand(2, 21, 2, generator=g) * 20 + 20], dim=-1)
     gts = [gt_instances(boxes[i], torch.arange(60) % 3, (32, 32)) for i in range(2)]
     for asg in (ATSSAssigner(), DynamicATSSAssigner()):
-        both = asg(priors, gts, 3, pred_boxes=pred)
+        both = asg(priors, gts, 3, {"pred_boxes": pred})
         for i in range(2):
-            one = asg(priors, [gts[i]], 3, pred_boxes=pred[i : i + 1])
+            one = asg(priors, [gts[i]], 3, {"pred_boxes": pred[i : i + 1]})
             assert torch.equal(one.matched_gt[0], both.matched_gt[i])
             assert torch.allclose(one.reg_weights[0], both.reg_weights[i])
         m = both.matched_gt

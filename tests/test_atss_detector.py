@@ -8,7 +8,7 @@ import dsla_d2  # noqa: F401
 from detectron2.utils.events import EventStorage
 
 from dsla_d2.assigners.atss import ATSSAssigner, DynamicATSSAssigner
-from dsla_d2.assigners.geometry import aligned_box_iou
+from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.box_coders import DeltaBoxCoder
 from dsla_d2.heads import ATSSHead
 from dsla_d2.losses import DenseDetectionLoss
@@ -57,8 +57,9 @@ def test_forward_backward_inference(kind, branch, cls_target, cls_loss):
     elif kind == "dynamic":
         assigner = DynamicATSSAssigner()
     else:
-        assigner = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down", max_iter=100)
+        assigner = DynamicATSSAssigner(pred_iou_weight="up", anchor_iou_weight="down")
     model = tiny_atss(assigner, branch, cls_target, cls_loss)
+    model.set_training_progress(30, 100)
     model.train()
     inputs = make_inputs(BOXES, CLASSES)
     with EventStorage(30):
@@ -100,17 +101,23 @@ def test_meta_arch_feeds_piou_to_soft_targets_and_iou_branch():
     model.train()
     seen = {}
     loss_forward = model.loss.forward
+    classification = model.loss.classification
     branch_loss = model.quality.branch_loss
 
-    def capture_loss(logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors):
-        seen.update(assignment=assignment, targets=target_scores, pred_boxes=pred_boxes.detach(), priors=priors)
-        return loss_forward(logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors)
+    def capture_loss(outputs, priors, assignment, **parts):
+        seen.update(assignment=assignment, pred_boxes=outputs["pred_boxes"].detach(), priors=priors)
+        return loss_forward(outputs, priors, assignment, **parts)
+
+    def capture_targets(logits, assignment, target_scores):
+        seen["targets"] = target_scores
+        return classification(logits, assignment, target_scores)
 
     def capture_branch(quality_logits, priors, assignment, ious):
         seen["branch_targets"] = model.quality.branch_targets(priors, assignment, ious)
         return branch_loss(quality_logits, priors, assignment, ious)
 
     model.loss.forward = capture_loss
+    model.loss.classification = capture_targets
     model.quality.branch_loss = capture_branch
     model(make_inputs(BOXES, CLASSES))
     a = seen["assignment"]

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import dsla_d2  # noqa: F401
 from dsla_d2.assigners.base import Assignment
 from dsla_d2.assigners.dsla import DSLAAssigner
-from dsla_d2.assigners.geometry import aligned_box_iou
+from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.box_coders import LTRBBoxCoder
 from dsla_d2.heads import DSLAHead
 from dsla_d2.losses import DenseDetectionLoss, iou_loss, quality_focal_loss
@@ -27,9 +27,13 @@ from tiny import TwoLevelBackbone, gt_instances, make_inputs
 class RecordingLoss(DenseDetectionLoss):
     """DenseDetectionLoss that keeps what the meta-architecture handed it."""
 
-    def forward(self, logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors):
-        self.seen = dict(logits=logits, pred_boxes=pred_boxes, assignment=assignment, target_scores=target_scores)
-        return super().forward(logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors)
+    def forward(self, outputs, priors, assignment, **parts):
+        self.seen = dict(logits=outputs["cls_logits"], pred_boxes=outputs["pred_boxes"], assignment=assignment)
+        return super().forward(outputs, priors, assignment, **parts)
+
+    def classification(self, logits, assignment, target_scores):
+        self.seen["target_scores"] = target_scores
+        return super().classification(logits, assignment, target_scores)
 
 
 def dsla_loss(**kwargs):

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from dsla_d2.assigners import Assignment
-from dsla_d2.losses import DenseDetectionLoss, iou_loss, quality_focal_loss, reduce_mean, varifocal_loss
+from dsla_d2.losses import DenseDetectionLoss, iou_loss, quality_focal_loss, varifocal_loss
 from dsla_d2.losses.quality_focal import soft_one_hot
+from dsla_d2.quality import QualityCoupling
+from dsla_d2.utils.comm import reduce_mean
 
 LN2 = math.log(2.0)  # BCE of σ = 0.5 against 0 or 1
 
@@ -73,6 +75,15 @@ def _assignment(reg_weight):
     )
 
 
+#: No quality branch, classification target = the assignment's static score.
+STATIC = QualityCoupling(cls_target="static")
+
+
+def _outputs(logits, boxes):
+    """The loss's ``outputs``: decoded boxes double as the raw regression output here."""
+    return {"cls_logits": logits, "pred_boxes": boxes, "box_reg": boxes}
+
+
 def test_dense_loss_focal_and_box_normalisers():
     logits = torch.zeros(1, 2, 2, requires_grad=True)
     boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 1, 1]]], requires_grad=True)
@@ -83,14 +94,16 @@ def test_dense_loss_focal_and_box_normalisers():
     # Box: −log IoU = ln2 (IoU 0.5), weight 2 → 2·ln2, normalised by Σ weights = 2 → ln2;
     # by num_pos = 1 → 2·ln2.
     loss = DenseDetectionLoss(cls_loss="focal", box_loss="iou", box_normalizer="sum_weights")
-    out = loss(logits, boxes, boxes, a, a.cls_scores, None, None)
+    out = loss(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)
     assert out["loss_cls"].item() == pytest.approx(0.25 * 0.25 * LN2 + 3 * 0.75 * 0.25 * LN2, abs=1e-5)
     assert out["loss_box_reg"].item() == pytest.approx(LN2, abs=1e-5)
     loss2 = DenseDetectionLoss(cls_loss="focal", box_loss="iou", box_normalizer="num_pos", box_weight=2.0)
-    assert loss2(logits, boxes, boxes, a, a.cls_scores, None, None)["loss_box_reg"].item() == pytest.approx(4 * LN2, abs=1e-5)
+    assert loss2(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_box_reg"].item() == pytest.approx(
+        4 * LN2, abs=1e-5
+    )
     # A weight sum below 1 is clamped to 1 (max(Σ, 1)): weight 0.5 → 0.5·ln2 / 1.
     a_small = _assignment(0.5)
-    out = loss(logits, boxes, boxes, a_small, a_small.cls_scores, None, None)
+    out = loss(_outputs(logits, boxes), None, a_small, box_coder=None, quality=STATIC)
     assert out["loss_box_reg"].item() == pytest.approx(0.5 * LN2, abs=1e-5)
 
 
@@ -98,15 +111,19 @@ def test_dense_loss_qfl_sum_scores_and_plus_images():
     logits = torch.zeros(1, 2, 2)
     boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 1, 1]]])
     a = _assignment(1.0)
-    scores = torch.tensor([[0.5, 0.0]])
+    a.cls_scores = torch.tensor([[0.5, 0.0]])  # the (static) classification target
     # QFL: positive element y 0.5 at σ 0.5 → 0; three zero-target elements: ln2·0.5² each
     # = 0.173287 → sum 0.519860; normaliser max(Σ y = 0.5, 1) = 1.
     q = DenseDetectionLoss(cls_loss="qfl", cls_normalizer="sum_scores", box_loss="iou")
-    assert q(logits, boxes, boxes, a, scores, None, None)["loss_cls"].item() == pytest.approx(3 * 0.25 * LN2, abs=1e-5)
+    assert q(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_cls"].item() == pytest.approx(
+        3 * 0.25 * LN2, abs=1e-5
+    )
     # FoveaBox's normaliser num_pos + num_images = 1 + 1 = 2.
     f = DenseDetectionLoss(cls_loss="focal", cls_normalizer="num_pos_plus_images", box_loss="iou")
     expected = (0.25 * 0.25 * LN2 + 3 * 0.75 * 0.25 * LN2) / 2
-    assert f(logits, boxes, boxes, a, a.cls_scores, None, None)["loss_cls"].item() == pytest.approx(expected, abs=1e-5)
+    assert f(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_cls"].item() == pytest.approx(
+        expected, abs=1e-5
+    )
 
 
 def test_empty_positive_set_keeps_graph():
@@ -116,7 +133,7 @@ def test_empty_positive_set_keeps_graph():
     a.reg_mask[:] = False
     a.matched_gt[:] = -1
     a.labels[:] = 2
-    out = DenseDetectionLoss(box_loss="giou")(logits, deltas, deltas, a, torch.zeros(1, 2), None, None)
+    out = DenseDetectionLoss(box_loss="giou")(_outputs(logits, deltas), None, a, box_coder=None, quality=STATIC)
     assert out["loss_box_reg"].item() == 0.0 and out["loss_box_reg"].requires_grad
     out["loss_box_reg"].backward()
     assert deltas.grad is not None and (deltas.grad == 0).all()
@@ -132,3 +149,20 @@ def test_bad_options_are_rejected():
 def test_reduce_mean_single_process_is_identity():
     t = torch.tensor(3.5)
     assert reduce_mean(t).item() == 3.5
+
+
+def test_fcos_box_normaliser_floor():
+    # One positive with centerness weight 0.25 and −log IoU = ln2 (IoU 0.5):
+    # weighted sum 0.25·ln2. FCOS divides by max(Σ centerness, 1e-6) = 0.25 → ln2;
+    # the floor 1 (ATSS) would give 0.25·ln2, a quarter of the loss.
+    logits = torch.zeros(1, 2, 2)
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 1, 1]]])
+    a = _assignment(0.25)
+    fcos = DenseDetectionLoss(box_loss="iou", box_normalizer="sum_weights", box_normalizer_min=1e-6)
+    atss = DenseDetectionLoss(box_loss="iou", box_normalizer="sum_weights")
+    assert fcos(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_box_reg"].item() == pytest.approx(LN2, abs=1e-5)
+    assert atss(_outputs(logits, boxes), None, a, box_coder=None, quality=STATIC)["loss_box_reg"].item() == pytest.approx(
+        0.25 * LN2, abs=1e-5
+    )
+    with pytest.raises(ValueError, match="box_normalizer_min"):
+        DenseDetectionLoss(box_normalizer_min=0.0)

@@ -11,7 +11,7 @@ import torch
 import dsla_d2  # noqa: F401
 from dsla_d2.assigners.atss import ATSSAssigner, DynamicATSSAssigner
 from dsla_d2.assigners.base import Assignment
-from dsla_d2.assigners.geometry import aligned_box_iou
+from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.losses import DenseDetectionLoss, quality_focal_loss, varifocal_loss
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
@@ -138,7 +138,7 @@ def test_dynamic_atss_soft_target_of_its_positive():
     pred[0, 16] = torch.tensor(GT_A)
     pred[0, 17] = torch.tensor([2.0, 2.0, 20.0, 18.0])
     pred[0, 20] = torch.tensor([2.0, 2.0, 14.0, 18.0])
-    a = DynamicATSSAssigner(topk=4)(priors, [gt_instances([GT_A], [0], (32, 32))], 1, pred_boxes=pred)
+    a = DynamicATSSAssigner(topk=4)(priors, [gt_instances([GT_A], [0], (32, 32))], 1, {"pred_boxes": pred})
     ious = meta_arch_ious(pred, a)
     y = QualityCoupling(branch="iou", cls_target="iou").classification_targets(a, ious)
     assert torch.nonzero(y[0]).flatten().tolist() == [16]

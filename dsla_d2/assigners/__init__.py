@@ -3,9 +3,9 @@ from .atss import ATSSAssigner, DynamicATSSAssigner, resolve_iou_weight, select_
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .dsla import DSLAAssigner, relaxation_score, relaxed_ranges
 from .dsla_fovea import DSLAFoveaAssigner
+from .dw import DWAssigner
 from .fcos import DEFAULT_SIZE_RANGES, FCOSAssigner
 from .fovea import FOVEA_SCALE_RANGES, FoveaAssigner, fovea_mask, gt_sqrt_areas, paint_order_match
-from .geometry import aligned_box_iou, center_sampling_mask, centerness_from_ltrb, point_box_ltrb
 
 
 def build_assigner(name: str, **kwargs) -> DenseAssigner:

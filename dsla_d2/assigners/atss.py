@@ -37,18 +37,19 @@ assigner: they are ``QualityCoupling(cls_target="iou", branch="iou")`` and
 ``DenseDetectionLoss(cls_loss="qfl"|"vfl")``.
 """
 import logging
-from typing import List, Optional, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from detectron2.utils.events import get_event_storage
-
+from ..box_ops import aligned_box_iou
 from ..priors import Priors
+from ..utils.progress import TrainingProgress
+from .atss_core import CandidateQuality, atss_match, centerness_weights, select_topk_candidates, unbiased_std
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
-from .geometry import aligned_box_iou, centerness_from_ltrb
 
-__all__ = ["ATSSAssigner", "DynamicATSSAssigner", "select_topk_candidates", "unbiased_std", "resolve_iou_weight"]
+# select_topk_candidates and unbiased_std live in atss_core; re-exported here.
+__all__ = ["ATSSAssigner", "DynamicATSSAssigner", "resolve_iou_weight", "select_topk_candidates", "unbiased_std"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,45 +86,6 @@ def _check_weight(name: str, weight: IoUWeight) -> IoUWeight:
     return weight
 
 
-def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:
-    """Per level, the ``min(topk, n_level)`` priors nearest to each gt (ATSS step 2).
-
-    Ties in distance go to the lower prior index (stable sort), so the selection is
-    deterministic on every device.
-
-    Args:
-        distances: (N, R, G) distances between prior centres and gt centres, levels
-            concatenated along R in the order of ``num_per_level``.
-        num_per_level: priors per level (sums to R).
-        topk: k.
-    Returns:
-        (N, K, G) int64 prior indices into R, K = Σ_l min(k, n_l); within one (image, gt)
-        column they are distinct.
-    """
-    chunks = []
-    start = 0
-    for n in num_per_level:  # ≤ 5 FPN levels: the only Python loop
-        k = min(int(topk), int(n))
-        if k > 0:
-            d = distances[:, start : start + n]
-            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-            chunks.append(order + start)
-        start += n
-    if not chunks:
-        n_img, _, g = distances.shape
-        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
-    return torch.cat(chunks, dim=1)
-
-
-def unbiased_std(values: Tensor, dim: int) -> Tensor:
-    """Unbiased (Bessel-corrected, divisor K − 1) standard deviation along ``dim``, as
-    ``torch.std`` / the ATSS code; defined as 0 when there are fewer than 2 values."""
-    k = values.shape[dim]
-    if k < 2:
-        return torch.zeros_like(values.sum(dim=dim))
-    return values.std(dim=dim, correction=1)
-
-
 @ASSIGNER_REGISTRY.register()
 class ATSSAssigner(DenseAssigner):
     """ATSS adaptive training sample selection, with the Dynamic ATSS combined IoU as an
@@ -144,11 +106,11 @@ class ATSSAssigner(DenseAssigner):
             "down" for D_up / D_down (Table 3).
         pred_iou_weight: w_p, the weight of the predicted IoUs; same values. Non-zero (or a
             schedule) makes the assigner read the detached predicted boxes.
-        max_iter: total training iterations, for D_up / D_down.
-        iteration: the current iteration for D_up / D_down. ``None`` (default) reads it from
-            Detectron2's current ``EventStorage`` (``storage.iter``); outside a trainer
-            (no storage) iteration 0 is used. Tests and scripts may set it (it is a plain
-            attribute) to evaluate a schedule at a given iteration.
+
+    D_up / D_down need the training progress iter/max_iter: it arrives as the ``progress``
+    argument of the call (:class:`~dsla_d2.utils.progress.TrainingProgress`, set on the
+    model by the trainer's :class:`~dsla_d2.engine.TrainingProgressHook`). Without one
+    (an assigner called on its own) a schedule is evaluated at iteration 0, with a warning.
 
     ``extras`` of the returned :class:`Assignment`:
         ``threshold`` (N, G): t_g (eq. 4; mean + std of the AIoUs for ATSS), 0 for
@@ -163,16 +125,12 @@ class ATSSAssigner(DenseAssigner):
         regression_weight: str = "centerness",
         anchor_iou_weight: IoUWeight = 1.0,
         pred_iou_weight: IoUWeight = 0.0,
-        max_iter: int = 90000,
-        iteration: Optional[int] = None,
     ):
         super().__init__()
         if int(topk) < 1:
             raise ValueError(f"topk={topk} must be ≥ 1")
         if regression_weight not in ("centerness", "uniform"):
             raise ValueError(f"regression_weight must be 'centerness' or 'uniform', got {regression_weight!r}")
-        if int(max_iter) < 1:
-            raise ValueError(f"max_iter={max_iter} must be ≥ 1")
         self.topk = int(topk)
         self.center_margin = float(center_margin)
         self.regression_weight = regression_weight
@@ -180,139 +138,91 @@ class ATSSAssigner(DenseAssigner):
         self.pred_iou_weight = _check_weight("pred_iou_weight", pred_iou_weight)
         if self.anchor_iou_weight == 0.0 and self.pred_iou_weight == 0.0:
             raise ValueError("anchor_iou_weight and pred_iou_weight cannot both be 0")
-        self.max_iter = int(max_iter)
-        self.iteration = iteration
-        self._warned_no_storage = False
+        self._warned_no_progress = False
 
     @property
-    def needs_predictions(self) -> bool:  # overrides DenseAssigner's class attribute
-        return self.pred_iou_weight != 0.0
+    def required_predictions(self):  # overrides DenseAssigner's class attribute
+        return ("pred_boxes",) if self.pred_iou_weight != 0.0 else ()
 
     def extra_repr(self) -> str:
         return (
             f"topk={self.topk}, center_margin={self.center_margin}, regression_weight={self.regression_weight!r}, "
-            f"anchor_iou_weight={self.anchor_iou_weight!r}, pred_iou_weight={self.pred_iou_weight!r}, "
-            f"max_iter={self.max_iter}"
+            f"anchor_iou_weight={self.anchor_iou_weight!r}, pred_iou_weight={self.pred_iou_weight!r}"
         )
 
     # ------------------------------------------------------------------ weights
-    def current_iteration(self) -> int:
-        if self.iteration is not None:
-            return int(self.iteration)
-        try:
-            return int(get_event_storage().iter)
-        except AssertionError:  # no EventStorage: outside a trainer
-            if self._uses_schedule() and not self._warned_no_storage:
-                logger.warning("%s: no EventStorage and no explicit iteration; using iteration 0", type(self).__name__)
-                self._warned_no_storage = True
-            return 0
-
     def _uses_schedule(self) -> bool:
         return isinstance(self.anchor_iou_weight, str) or isinstance(self.pred_iou_weight, str)
 
-    def progress(self) -> float:
-        """iter / max_iter clamped to [0, 1]."""
-        return min(max(self.current_iteration() / self.max_iter, 0.0), 1.0)
-
-    def iou_weights(self):
-        """(w_a, w_p) at the current iteration."""
-        progress = self.progress()
+    def iou_weights(self, progress: Optional[TrainingProgress] = None):
+        """(w_a, w_p) at the given training progress (iteration 0 if None)."""
+        if progress is None:
+            if self._uses_schedule() and not self._warned_no_progress:
+                logger.warning("%s: no training progress given; D_up/D_down use iteration 0", type(self).__name__)
+                self._warned_no_progress = True
+            fraction = 0.0
+        else:
+            fraction = progress.fraction
         return (
-            resolve_iou_weight(self.anchor_iou_weight, progress),
-            resolve_iou_weight(self.pred_iou_weight, progress),
+            resolve_iou_weight(self.anchor_iou_weight, fraction),
+            resolve_iou_weight(self.pred_iou_weight, fraction),
         )
 
     # ------------------------------------------------------------------ assignment
+    def candidate_quality(
+        self, priors: Priors, gt: GTBatch, predictions: Mapping[str, Tensor], weights
+    ) -> CandidateQuality:
+        """The thresholded quantity of ATSS / Dynamic ATSS: the weighted terms
+        [(w_a, AIoU), (w_p, PIoU)] of each candidate (terms of weight 0 are left out)."""
+        w_a, w_p = weights
+        anchors = priors.anchors
+        pred_boxes = predictions.get("pred_boxes")
+        if self.required_predictions and pred_boxes is None:
+            raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
+        gt_b = gt.boxes.to(anchors.dtype)[:, None]  # (N, 1, G, 4)
+
+        def quality(cand: Tensor) -> List[Tuple[float, Tensor]]:
+            n_img, k_total, n_gt = cand.shape
+            terms = []
+            if w_a != 0.0:
+                terms.append((w_a, aligned_box_iou(anchors[cand], gt_b)))  # AIoU (N, K, G)
+            if w_p != 0.0:
+                flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
+                cand_pred = torch.gather(pred_boxes.to(anchors.dtype), 1, flat).view(n_img, k_total, n_gt, 4)
+                piou = torch.nan_to_num(aligned_box_iou(cand_pred, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
+                terms.append((w_p, piou))
+            return terms
+
+        return quality
+
     def assign(
-        self, priors: Priors, gt: GTBatch, num_classes: int, pred_boxes: Optional[Tensor] = None, **preds
+        self,
+        priors: Priors,
+        gt: GTBatch,
+        num_classes: int,
+        predictions: Mapping[str, Tensor],
+        progress: Optional[TrainingProgress] = None,
     ) -> Assignment:
         """
         Args:
             priors: R priors; ``priors.anchors`` (R, 4) are the square anchors.
             gt: padded gts (N, G).
-            pred_boxes: (N, R, 4) detached decoded predicted boxes (needed iff
-                :attr:`needs_predictions`).
+            predictions: ``"pred_boxes"`` (N, R, 4), the detached decoded predicted boxes,
+                is read when w_p ≠ 0 (:attr:`required_predictions`).
+            progress: training progress, for D_up / D_down.
         """
-        anchors = priors.anchors
-        device = anchors.device
-        n_img, n_gt = gt.classes.shape
-        n_pri = anchors.shape[0]
-        w_a, w_p = self.iou_weights()
-        weights_t = torch.tensor([w_a, w_p], device=device)
-        if self.needs_predictions and pred_boxes is None:
-            raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
-
-        if n_gt == 0 or n_pri == 0:
-            matched = torch.full((n_img, n_pri), -1, dtype=torch.long, device=device)
-            return Assignment.from_matches(
-                gt,
-                matched,
-                num_classes,
-                extras={
-                    "threshold": torch.zeros(n_img, n_gt, device=device),
-                    "matched_iou": torch.zeros(n_img, n_pri, device=device),
-                    "iou_weights": weights_t,
-                },
-            )
-
-        boxes = gt.boxes.to(anchors.dtype)  # (N, G, 4)
-        anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
-        gt_centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
-
-        # Steps 1-2: L2 distance anchor centre ↔ gt centre, k nearest per level.
-        dist = (anchor_centers[None, :, None, :] - gt_centers[:, None, :, :]).pow(2).sum(-1).sqrt()  # (N, R, G)
-        cand = select_topk_candidates(dist, priors.num_per_level, self.topk)  # (N, K, G)
-        k_total = cand.shape[1]
-
-        # Candidate anchors / centres / predicted boxes, each (N, K, G, ·).
-        cand_anchors = anchors[cand]  # (N, K, G, 4)
-        cand_centers = anchor_centers[cand]  # (N, K, G, 2)
-        gt_b = boxes[:, None]  # (N, 1, G, 4)
-
-        # Step 3 / eq. 1: combined IoU of the candidates.
-        ciou = torch.zeros(n_img, k_total, n_gt, device=device, dtype=anchors.dtype)
-        threshold = torch.zeros(n_img, n_gt, device=device, dtype=anchors.dtype)
-        if w_a != 0.0:
-            aiou = aligned_box_iou(cand_anchors, gt_b)  # (N, K, G)
-            ciou = ciou + w_a * aiou
-            # eqs. 2-3, anchor part: w_a·(mean(AIoU) + std(AIoU))
-            threshold = threshold + w_a * (aiou.mean(dim=1) + unbiased_std(aiou, dim=1))
-        if w_p != 0.0:
-            flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
-            cand_pred = torch.gather(pred_boxes.to(anchors.dtype), 1, flat).view(n_img, k_total, n_gt, 4)
-            piou = torch.nan_to_num(aligned_box_iou(cand_pred, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
-            ciou = ciou + w_p * piou
-            # eqs. 2-3, predicted part: w_p·(mean(PIoU) + std(PIoU)) — a sum of stds.
-            threshold = threshold + w_p * (piou.mean(dim=1) + unbiased_std(piou, dim=1))
-        threshold = torch.where(gt.valid, threshold, torch.zeros_like(threshold))
-
-        # Steps 4-5 / eq. 4: CIoU ≥ threshold and the centre strictly inside the gt.
-        ltrb = torch.cat([cand_centers - gt_b[..., :2], gt_b[..., 2:] - cand_centers], dim=-1)  # (N, K, G, 4)
-        inside = ltrb.min(dim=-1).values > self.center_margin
-        positive = (ciou >= threshold[:, None, :]) & inside & gt.valid[:, None, :]  # (N, K, G)
-
-        # Back to all priors; an anchor positive for several gts takes the highest CIoU
-        # (exact ties: lowest gt index, the first maximum).
-        neg_inf = torch.full_like(ciou, float("-inf"))
-        score = torch.full((n_img, n_pri, n_gt), float("-inf"), device=device, dtype=ciou.dtype)
-        score.scatter_(1, cand, torch.where(positive, ciou, neg_inf))
-        best, matched = score.max(dim=2)  # (N, R)
-        is_pos = torch.isfinite(best)
-        matched = torch.where(is_pos, matched, torch.full_like(matched, -1))
-
+        weights = self.iou_weights(progress)
+        quality = self.candidate_quality(priors, gt, predictions, weights)
+        match = atss_match(priors, gt, quality, self.topk, self.center_margin)
         reg_weights = None
-        if self.regression_weight == "centerness":
-            idx = matched.clamp(min=0)[..., None].expand(-1, -1, 4)
-            own = torch.gather(boxes, 1, idx)  # (N, R, 4) matched gt box
-            own_ltrb = torch.cat([anchor_centers[None] - own[..., :2], own[..., 2:] - anchor_centers[None]], dim=-1)
-            reg_weights = torch.where(is_pos, centerness_from_ltrb(own_ltrb), torch.zeros_like(best))
-
+        if self.regression_weight == "centerness" and gt.boxes.shape[1] and len(priors):
+            reg_weights = centerness_weights(priors, gt, match.matched)
         extras = {
-            "threshold": threshold,
-            "matched_iou": torch.where(is_pos, best, torch.zeros_like(best)),
-            "iou_weights": weights_t,
+            "threshold": match.threshold,
+            "matched_iou": match.quality,
+            "iou_weights": torch.tensor(list(weights), device=priors.anchors.device),
         }
-        return Assignment.from_matches(gt, matched, num_classes, reg_weights=reg_weights, extras=extras)
+        return Assignment.from_matches(gt, match.matched, num_classes, reg_weights=reg_weights, extras=extras)
 
 
 @ASSIGNER_REGISTRY.register()
@@ -328,5 +238,5 @@ class DynamicATSSAssigner(ATSSAssigner):
         super().__init__(anchor_iou_weight=anchor_iou_weight, pred_iou_weight=pred_iou_weight, **kwargs)
 
     @property
-    def needs_predictions(self) -> bool:
-        return True
+    def required_predictions(self):
+        return ("pred_boxes",)

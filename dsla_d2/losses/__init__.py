@@ -1,5 +1,5 @@
-"""Losses: QFL/VFL, IoU-family box losses, all-reduced normalisers, the dense loss."""
+"""Losses: QFL/VFL, IoU-family box losses, all-reduced normalisers, the dense loss, DW's loss."""
 from .box_losses import iou_loss
 from .dense_loss import DenseDetectionLoss
-from .normalizers import normalizer, put_scalar, reduce_mean
+from .dw_loss import DWLoss
 from .quality_focal import quality_focal_loss, soft_one_hot, varifocal_loss

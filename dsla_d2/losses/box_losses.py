@@ -3,7 +3,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
-from ..assigners.geometry import aligned_box_iou
+from ..box_ops import aligned_box_iou
 
 __all__ = ["iou_loss", "BOX_LOSS_TYPES"]
 

@@ -1,5 +1,16 @@
-"""Classification + box losses of a dense detector, driven by an :class:`Assignment`."""
-from typing import Dict
+"""Classification + box (+ quality-branch) losses of a dense detector, driven by an
+:class:`Assignment`.
+
+The loss contract (every loss module of dsla_d2 follows it)::
+
+    losses = loss(outputs, priors, assignment, box_coder=..., quality=...)  # {"loss_*": scalar}
+
+``outputs`` holds **every** flattened head output with gradient, (N, R, K) each
+(``"cls_logits"``, ``"box_reg"``, optional ``"quality"``, ...) plus the decoded
+``"pred_boxes"`` (N, R, 4); the loss owns every term it returns, so the meta-architecture
+has no method-specific branch.
+"""
+from typing import Dict, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -7,8 +18,11 @@ from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
 from ..assigners.base import Assignment
+from ..box_ops import aligned_box_iou
+from ..priors import Priors
+from ..utils.comm import normalizer
+from ..utils.events import put_scalar
 from .box_losses import BOX_LOSS_TYPES, iou_loss
-from .normalizers import normalizer, put_scalar
 from .quality_focal import quality_focal_loss, soft_one_hot, varifocal_loss
 
 __all__ = ["DenseDetectionLoss"]
@@ -31,6 +45,9 @@ class DenseDetectionLoss(nn.Module):
             on the box coder's encoded targets (FoveaBox).
         box_normalizer: "num_pos" or "sum_weights" (Σ regression weights: FCOS/ATSS
             centerness, DSLA label_s).
+        box_normalizer_min: lower bound of the box normaliser: 1 (ATSS, mmdetection's
+            ``clamp(min=1)``) or 1e-6 (FCOS's max(Σ centerness targets, 1e-6), so that a
+            batch whose positives have a small total weight is not down-weighted).
         focal_alpha, focal_gamma: focal loss; qfl_beta; vfl_alpha, vfl_gamma.
         smooth_l1_beta: SmoothL1 β for "smooth_l1".
         cls_weight, box_weight: loss weights.
@@ -43,6 +60,7 @@ class DenseDetectionLoss(nn.Module):
         cls_normalizer: str = "num_pos",
         box_loss: str = "giou",
         box_normalizer: str = "num_pos",
+        box_normalizer_min: float = 1.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         qfl_beta: float = 2.0,
@@ -65,6 +83,9 @@ class DenseDetectionLoss(nn.Module):
         self.cls_normalizer = cls_normalizer
         self.box_loss = box_loss
         self.box_normalizer = box_normalizer
+        if not box_normalizer_min > 0:
+            raise ValueError(f"box_normalizer_min={box_normalizer_min} must be > 0")
+        self.box_normalizer_min = float(box_normalizer_min)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.qfl_beta = qfl_beta
@@ -82,14 +103,13 @@ class DenseDetectionLoss(nn.Module):
         """
         num_classes = logits.shape[-1]
         pos = assignment.pos_mask
+        labelled = self.labelled_class_target(assignment, target_scores).to(logits.dtype)
+        target = soft_one_hot(assignment.labels, labelled, num_classes)
         if self.cls_loss == "focal":
-            target = soft_one_hot(assignment.labels, pos.to(logits.dtype), num_classes)
             loss = sigmoid_focal_loss(logits, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
         elif self.cls_loss == "qfl":
-            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
             loss = quality_focal_loss(logits, target, beta=self.qfl_beta)
         else:
-            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
             loss = varifocal_loss(logits, target, alpha=self.vfl_alpha, gamma=self.vfl_gamma)
         loss = (loss.sum(dim=-1) * assignment.cls_weights).sum()
 
@@ -115,16 +135,112 @@ class DenseDetectionLoss(nn.Module):
         else:
             per_pos = iou_loss(pred_boxes[mask], assignment.box_targets[mask], self.box_loss)
         if self.box_normalizer == "sum_weights":
-            norm = normalizer(weights.sum())
+            norm = normalizer(weights.sum(), self.box_normalizer_min)
         else:
-            norm = normalizer(mask.sum().float())
+            norm = normalizer(mask.sum().float(), self.box_normalizer_min)
         # An empty positive set still returns a loss connected to the graph.
         loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
         return self.box_weight * loss / norm
 
-    def forward(self, logits, pred_boxes, pred_deltas, assignment, target_scores, box_coder, priors) -> Dict[str, Tensor]:
+    def forward(
+        self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
+    ) -> Dict[str, Tensor]:
+        """
+        Args:
+            outputs: flattened head outputs with gradient: ``"cls_logits"`` (N, R, C),
+                ``"box_reg"`` (N, R, 4), ``"pred_boxes"`` (N, R, 4) decoded, and
+                ``"quality"`` (N, R, 1) when the head has a quality branch.
+            priors: the R priors.
+            assignment: targets (see :class:`~dsla_d2.assigners.Assignment`).
+            box_coder: encodes box targets for ``box_loss="smooth_l1"``.
+            quality: the model's :class:`~dsla_d2.quality.QualityCoupling` (soft
+                classification targets, and the branch loss if it has one).
+        Returns:
+            ``loss_cls``, ``loss_box_reg`` and, with a supervised quality branch,
+            ``loss_quality``.
+        """
+        t = self.loss_targets(outputs, assignment, quality=quality)
         put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
-        return {
-            "loss_cls": self.classification(logits, assignment, target_scores),
-            "loss_box_reg": self.regression(pred_boxes, pred_deltas, assignment, box_coder, priors),
+        losses = {
+            "loss_cls": self.classification(outputs["cls_logits"], assignment, t["target_scores"]),
+            "loss_box_reg": self.regression(outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors),
         }
+        if quality.supervises_branch:
+            losses["loss_quality"] = quality.branch_loss(outputs["quality"][..., 0], priors, assignment, t["reg_ious"])
+        if assignment.reg_mask.any():
+            put_scalar("mean_pos_iou", t["reg_ious"][assignment.reg_mask].mean())
+        return losses
+
+    def loss_targets(self, outputs: Mapping[str, Tensor], assignment: Assignment, *, quality) -> Dict[str, Tensor]:
+        """The per-prior quantities every loss term is computed from (no gradient).
+
+        IoUs of the detached predictions with their targets are the quality coupling's
+        input (DSLA label_d, Dynamic ATSS soft targets, IoU branch) and a training
+        statistic. Regression positives are measured against their regression gt,
+        classification positives against their classification gt (the two differ only for
+        DDOD).
+
+        Returns:
+            ``"reg_ious"`` (N, R) (0 off ``reg_mask``), ``"cls_ious"`` (N, R) (0 off the
+            classification positives) and ``"target_scores"`` (N, R), the quality
+            coupling's classification target of the labelled class.
+        """
+        with torch.no_grad():
+            detached = outputs["pred_boxes"].detach()
+            reg_ious = _masked_iou(detached, assignment.box_targets, assignment.reg_mask)
+            if assignment.shares_positives:
+                cls_ious = reg_ious
+            else:
+                cls_ious = _masked_iou(detached, assignment.cls_box_targets(), assignment.pos_mask)
+            target_scores = quality.classification_targets(assignment, cls_ious)
+        return {"reg_ious": reg_ious, "cls_ious": cls_ious, "target_scores": target_scores}
+
+    def labelled_class_target(self, assignment: Assignment, target_scores: Tensor) -> Tensor:
+        """(N, R) target of the labelled class the classification loss uses: 1 on every
+        positive for the hard focal loss, the quality-coupled soft target for QFL / VFL;
+        0 on background."""
+        if self.cls_loss == "focal":
+            return assignment.pos_mask.to(target_scores.dtype)
+        return target_scores
+
+    def describe_targets(
+        self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
+    ) -> Dict[str, Tensor]:
+        """What each prior learns, as the loss sees it (for visualisation and statistics),
+        from the same :meth:`loss_targets` as :meth:`forward`, without gradient.
+
+        Args: as :meth:`forward` (``box_coder`` is unused: it only encodes targets).
+        Returns:
+            (N, R) tensors: ``"cls_target"`` the classification target of the labelled class
+            (DSLA label_d, Dynamic ATSS PIoU, 1 for hard methods; 0 on background),
+            ``"cls_target_static"`` the assigner's score before quality coupling
+            (``Assignment.cls_scores``: DSLA label_s), ``"cls_weight"`` the per-prior
+            classification loss weight, ``"reg_mask"`` (bool) the regression positives,
+            ``"reg_weight"`` the box-loss weight (0 off ``reg_mask``), ``"cls_iou"`` /
+            ``"reg_iou"`` the IoUs of the detached predictions with the classification /
+            regression gt, and with a supervised branch ``"quality_target"`` (0 off
+            ``reg_mask``).
+        """
+        t = self.loss_targets(outputs, assignment, quality=quality)
+        with torch.no_grad():
+            mask = assignment.reg_mask
+            zeros = torch.zeros_like(t["reg_ious"])
+            out = {
+                "cls_target": self.labelled_class_target(assignment, t["target_scores"]),
+                "cls_target_static": assignment.cls_scores,
+                "cls_weight": assignment.cls_weights,
+                "reg_mask": mask,
+                "reg_weight": torch.where(mask, assignment.reg_weights, zeros),
+                "cls_iou": t["cls_ious"],
+                "reg_iou": t["reg_ious"],
+            }
+            if quality.supervises_branch:
+                branch = quality.branch_targets(priors, assignment, t["reg_ious"])
+                out["quality_target"] = torch.where(mask, branch, zeros)
+        return out
+
+
+def _masked_iou(pred_boxes: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """(N, R) IoU of aligned boxes where ``mask``, 0 elsewhere."""
+    ious = aligned_box_iou(pred_boxes, targets)
+    return torch.where(mask, ious, torch.zeros_like(ious))

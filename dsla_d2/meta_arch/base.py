@@ -6,14 +6,13 @@ method is a choice of parts in a config file. Training, for all images and level
 
 1. the head gives per-level maps, flattened to (N, R, K) with levels concatenated;
 2. the box coder decodes the regression output into absolute boxes (N, R, 4);
-3. the assigner, given the priors, the gts and the detached predictions, returns an
-   :class:`~dsla_d2.assigners.Assignment`;
-4. the quality coupling turns it into classification targets (possibly IoU-coupled) and,
-   if the head has a quality branch, that branch's loss;
-5. :class:`~dsla_d2.losses.DenseDetectionLoss` computes the classification and box losses.
+3. the assigner, given the priors, the gts, the detached outputs and the training
+   progress, returns an :class:`~dsla_d2.assigners.Assignment` (who learns what);
+4. the loss, given every output with gradient, the priors, the assignment, the box coder
+   and the quality coupling, returns every loss term (how much each sample counts).
 """
 import logging
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -24,13 +23,20 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector, permute_
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..assigners.base import DenseAssigner
-from ..assigners.geometry import aligned_box_iou
 from ..losses.dense_loss import DenseDetectionLoss
-from ..losses.normalizers import put_scalar
 from ..priors import PriorGenerator, Priors
 from ..quality.coupling import QualityCoupling
+from ..utils.progress import TrainingProgress
+from .agreement import check_parts_agree
+from .yacs_bridge import lazy_model_kwargs
 
-__all__ = ["AssignedDenseDetector"]
+__all__ = ["AssignedDenseDetector", "TOPK_MODES"]
+
+#: Per-level candidate selection at inference: the top-k (location, class) pairs by score
+#: (Detectron2's RetinaNet/FCOS), or the top-k locations by their best class score, every
+#: class above the threshold at those locations then kept (mmdetection 2.x heads, the DSLA
+#: authors' code).
+TOPK_MODES = ("pairs", "locations")
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +46,29 @@ class AssignedDenseDetector(DenseDetector):
     Args:
         backbone: a Detectron2 ``Backbone`` (e.g. ResNet+FPN).
         head: a module mapping the ``head_in_features`` to a dict of per-level outputs
-            ("cls_logits", "box_reg", optionally "quality"), see :mod:`dsla_d2.heads`.
+            ("cls_logits", "box_reg", optionally "quality" and others), see
+            :mod:`dsla_d2.heads`.
         head_in_features: backbone outputs fed to the head, in stride order.
         prior_generator: :class:`~dsla_d2.priors.PriorGenerator`.
         box_coder: decodes "box_reg" into XYXY boxes (and encodes targets).
         assigner: a :class:`~dsla_d2.assigners.DenseAssigner`.
         quality: a :class:`~dsla_d2.quality.QualityCoupling`.
-        loss: a :class:`~dsla_d2.losses.DenseDetectionLoss`.
+        loss: a loss module following the loss contract (:mod:`dsla_d2.losses`), e.g.
+            :class:`~dsla_d2.losses.DenseDetectionLoss`.
         num_classes: number of foreground classes.
-        test_score_thresh: class probability a candidate must exceed (before the quality
-            factor is applied).
+        test_score_thresh: threshold a candidate must exceed: the class probability, or
+            the final score, per ``quality.threshold_on``.
         test_topk_candidates: candidates kept per level before NMS.
+        test_topk_mode: "pairs" (top-k (location, class) pairs) or "locations" (top-k
+            locations by their best class score), see :data:`TOPK_MODES`.
         test_nms_thresh: IoU threshold of the class-aware NMS.
         max_detections_per_image: detections kept after NMS.
         input_format, pixel_mean, pixel_std: as Detectron2's dense detectors.
     """
+
+    #: True: inference returns every candidate that would enter NMS, sorted by score,
+    #: without NMS or the max_detections_per_image cut (see dsla_d2/evaluation/candidates.py).
+    pre_nms_output: bool = False
 
     @configurable
     def __init__(
@@ -71,12 +85,14 @@ class AssignedDenseDetector(DenseDetector):
         num_classes: int,
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
+        test_topk_mode: str = "pairs",
         test_nms_thresh: float = 0.6,
         max_detections_per_image: int = 100,
         input_format: str = "BGR",
         pixel_mean=(103.53, 116.28, 123.675),
         pixel_std=(1.0, 1.0, 1.0),
     ):
+        check_parts_agree(backbone, head, head_in_features, prior_generator, num_classes)
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.prior_generator = prior_generator
         self.box_coder = box_coder
@@ -86,14 +102,19 @@ class AssignedDenseDetector(DenseDetector):
         self.num_classes = num_classes
         self.test_score_thresh = test_score_thresh
         self.test_topk_candidates = test_topk_candidates
+        if test_topk_mode not in TOPK_MODES:
+            raise ValueError(f"test_topk_mode={test_topk_mode!r} is not one of {TOPK_MODES}")
+        self.test_topk_mode = test_topk_mode
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
+        self.training_progress: Optional[TrainingProgress] = None
         head_has_quality = getattr(head, "quality_branch", None) is not None
         if quality.branch is not None and not head_has_quality:
             raise ValueError(f"quality coupling '{quality.branch}' needs a head with a quality branch")
         if quality.branch is None and head_has_quality:
             raise ValueError("the head has a quality branch but the quality coupling has none")
+        _check_head_grid(head, prior_generator)
 
     @classmethod
     def from_config(cls, cfg):
@@ -103,9 +124,12 @@ class AssignedDenseDetector(DenseDetector):
         ``cfg.MODEL.DSLA_D2.LAZY_MODEL``, so ``DefaultPredictor`` builds exactly the
         trained model without a second description of it.
         """
-        from ..serving import lazy_model_kwargs
-
         return lazy_model_kwargs(cfg)
+
+    def set_training_progress(self, iteration: int, max_iter: int) -> None:
+        """Where training is; handed to the assigner at every training step (set by
+        :class:`dsla_d2.engine.TrainingProgressHook` before each iteration)."""
+        self.training_progress = TrainingProgress(int(iteration), int(max_iter))
 
     # ------------------------------------------------------------------ shared steps
     def flatten_predictions(self, predictions: Dict[str, List[Tensor]]) -> Dict[str, Tensor]:
@@ -117,71 +141,99 @@ class AssignedDenseDetector(DenseDetector):
         return out
 
     def decode(self, predictions: Dict[str, List[Tensor]], features: List[Tensor]):
+        """Priors and the flattened outputs, with the decoded boxes added as
+        ``outputs["pred_boxes"]`` (N, R, 4)."""
         priors = self.prior_generator(features)
-        preds = self.flatten_predictions(predictions)
-        pred_boxes = self.box_coder.decode(preds["box_reg"], priors)
-        return priors, preds, pred_boxes
+        outputs = self.flatten_predictions(predictions)
+        outputs["pred_boxes"] = self.box_coder.decode(outputs["box_reg"], priors)
+        return priors, outputs
 
     # ------------------------------------------------------------------ training
     def forward_training(self, images: ImageList, features, predictions, gt_instances: List[Instances]):
-        priors, preds, pred_boxes = self.decode(predictions, features)
-        assignment = self.assigner(
-            priors,
-            gt_instances,
-            self.num_classes,
-            pred_boxes=pred_boxes.detach(),
-            pred_logits=preds["cls_logits"].detach(),
-        )
-        # IoU of each regression positive's detached prediction with its target: the
-        # quality coupling's input (DSLA label_d, Dynamic ATSS soft targets, IoU branch),
-        # and a training statistic. It never carries gradient.
-        with torch.no_grad():
-            ious = aligned_box_iou(pred_boxes.detach(), assignment.box_targets)
-            ious = torch.where(assignment.reg_mask, ious, torch.zeros_like(ious))
-        target_scores = self.quality.classification_targets(assignment, ious)
-        losses = self.loss(
-            preds["cls_logits"], pred_boxes, preds["box_reg"], assignment, target_scores, self.box_coder, priors
-        )
-        if self.quality.branch is not None:
-            losses["loss_quality"] = self.quality.branch_loss(preds["quality"][..., 0], priors, assignment, ious)
-        if assignment.reg_mask.any():
-            put_scalar("mean_pos_iou", ious[assignment.reg_mask].mean())
-        return losses
+        priors, outputs, assignment = self.assign_batch(features, predictions, gt_instances)
+        return self.loss(outputs, priors, assignment, box_coder=self.box_coder, quality=self.quality)
+
+    def assign_batch(self, features: List[Tensor], predictions: Dict[str, List[Tensor]], gt_instances: List[Instances]):
+        """Steps 1-3 of a training step: the priors, the flattened outputs (with
+        ``"pred_boxes"``) and the assigner's :class:`~dsla_d2.assigners.Assignment`.
+        ``forward_training`` and ``tools/visualize_assignment.py`` both call this, so the
+        visualised assignment is the one training uses."""
+        priors, outputs = self.decode(predictions, features)
+        progress = self.training_progress
+        assignment = self.assigner(priors, gt_instances, self.num_classes, outputs, progress=progress)
+        return priors, outputs, assignment
 
     # ------------------------------------------------------------------ inference
     def forward_inference(self, images: ImageList, features, predictions) -> List[Instances]:
-        priors, preds, pred_boxes = self.decode(predictions, features)
-        probs = preds["cls_logits"].sigmoid()
-        scores = self.quality.inference_scores(preds["cls_logits"], preds.get("quality"))
+        priors, outputs = self.decode(predictions, features)
+        probs = outputs["cls_logits"].sigmoid()
+        scores = self.quality.inference_scores(outputs["cls_logits"], outputs.get("quality"))
         return [
-            self.inference_single_image(priors, probs[i], scores[i], pred_boxes[i], image_size)
+            self.inference_single_image(priors, probs[i], scores[i], outputs["pred_boxes"][i], image_size)
             for i, image_size in enumerate(images.image_sizes)
         ]
 
     def inference_single_image(self, priors: Priors, probs: Tensor, scores: Tensor, boxes: Tensor, image_size) -> Instances:
         """
         Args:
-            probs: (R, C) class probabilities (thresholded).
+            probs: (R, C) class probabilities.
             scores: (R, C) final scores (probabilities × quality), used for ranking.
             boxes: (R, 4) decoded boxes.
         """
         kept_boxes, kept_scores, kept_classes = [], [], []
         for p, s, b in zip(priors.split(probs, 0), priors.split(scores, 0), priors.split(boxes, 0)):
-            s = torch.where(p > self.test_score_thresh, s, torch.full_like(s, -1.0)).flatten()
-            k = min(self.test_topk_candidates, s.numel())
-            top, idx = s.topk(k)
-            keep = top >= 0
-            top, idx = top[keep], idx[keep]
+            top, loc, cls = self.level_candidates(p, s)
             kept_scores.append(top)
-            kept_boxes.append(b[idx // self.num_classes])
-            kept_classes.append(idx % self.num_classes)
+            kept_boxes.append(b[loc])
+            kept_classes.append(cls)
         boxes = Boxes(torch.cat(kept_boxes))
         boxes.clip(image_size)
         scores = torch.cat(kept_scores)
         classes = torch.cat(kept_classes)
-        keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)[: self.max_detections_per_image]
+        if self.pre_nms_output:  # set by dsla_d2.evaluation.pre_nms_candidates only
+            keep = scores.argsort(descending=True)
+        else:
+            keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)[: self.max_detections_per_image]
         result = Instances(image_size)
         result.pred_boxes = boxes[keep]
         result.scores = scores[keep]
         result.pred_classes = classes[keep]
         return result
+
+    def level_candidates(self, probs: Tensor, scores: Tensor):
+        """One level's candidates before NMS (``test_topk_mode``).
+
+        Args:
+            probs, scores: (R_l, C) class probabilities and final scores of the level.
+        Returns:
+            (K,) scores, (K,) location indices, (K,) classes.
+        """
+        masked = self.quality.thresholded_scores(probs, scores, self.test_score_thresh)
+        if self.test_topk_mode == "locations":
+            # rank locations by their best score (over all classes, before the threshold),
+            # keep the top k, then every class above the threshold at those locations
+            k = min(self.test_topk_candidates, scores.shape[0])
+            locations = scores.max(dim=1).values.topk(k).indices
+            masked = torch.full_like(masked, -1.0).index_copy_(0, locations, masked[locations])
+            flat = masked.flatten()
+            idx = (flat >= 0).nonzero().squeeze(1)
+            top = flat[idx]
+        else:
+            flat = masked.flatten()
+            top, idx = flat.topk(min(self.test_topk_candidates, flat.numel()))
+            keep = top >= 0
+            top, idx = top[keep], idx[keep]
+        return top, idx // self.num_classes, idx % self.num_classes
+
+
+def _check_head_grid(head: nn.Module, prior_generator: PriorGenerator) -> None:
+    """A head that places points itself (``strides``/``point_offset``, e.g. for box
+    refinement) must place them where the prior generator does."""
+    strides = getattr(head, "strides", None)
+    if strides is None:
+        return
+    if [float(s) for s in strides] != [float(s) for s in prior_generator.strides]:
+        raise ValueError(f"head strides {list(strides)} differ from the prior generator's {prior_generator.strides}")
+    offset = getattr(head, "point_offset", prior_generator.offset)
+    if float(offset) != prior_generator.offset:
+        raise ValueError(f"head point_offset {offset} differs from the prior generator's offset {prior_generator.offset}")

@@ -1,2 +1,2 @@
 """Quality coupling parts (centerness / IoU branch, IoU-coupled soft targets)."""
-from .coupling import QualityCoupling, aligned_ltrb
+from .coupling import QualityCoupling

@@ -4,14 +4,16 @@ targets (focal loss) and the centerness branch.
 Paper: Table 1 "ATSS+CIoUs", Table 2 row 3 (AIoUs ✓ PIoUs ✓ centerness ✓), Table 3 row 1
 (PIoUs : AIoUs = 1 : 1): 39.75 AP (COCO val2017, R-50, 1x).
 
-Base of every other combined-IoU config in this folder. ``max_iter`` of the assigner
-follows ``train.max_iter`` (only the D_up / D_down weights of Table 3 read it).
+Base of every other combined-IoU config in this folder. The D_up / D_down weights of
+Table 3 follow the run's own progress iteration / ``train.max_iter`` (handed to the
+assigner by the trainer's ``TrainingProgressHook``).
 """
 from detectron2.config import LazyCall as L
 
 from dsla_d2.assigners.atss import DynamicATSSAssigner
+from dsla_d2.model_zoo import NODES, get_config
 
-from ....configs.atss_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/atss_R_50_FPN_1x.py", keys=NODES)
 
 model.assigner = L(DynamicATSSAssigner)(
     topk=9,
@@ -19,5 +21,4 @@ model.assigner = L(DynamicATSSAssigner)(
     regression_weight="centerness",
     anchor_iou_weight=1.0,  # w_a
     pred_iou_weight=1.0,  # w_p
-    max_iter="${...train.max_iter}",
 )

@@ -3,8 +3,8 @@
 
 CIoU = w_a·AIoU + w_p·PIoU; threshold = w_a·(mean + std)(AIoU) + w_p·(mean + std)(PIoU).
 
-D_up = iter/max_iter and D_down = 1 − iter/max_iter, with the iteration read from
-Detectron2's EventStorage and max_iter = train.max_iter.
+D_up = iter/max_iter and D_down = 1 − iter/max_iter: the trainer hands the assigner its
+progress (iteration, train.max_iter) at every step (``TrainingProgressHook``).
 """
 from .ciou_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 

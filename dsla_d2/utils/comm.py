@@ -1,11 +1,11 @@
-"""Loss normalisers averaged over processes, so N GPUs give the loss of one big batch."""
+"""All-reduce helpers: loss normalisers averaged over processes, so N GPUs give the loss of
+one big batch (through ``detectron2.utils.comm``)."""
 import torch.distributed as dist
 from torch import Tensor
 
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
 
-__all__ = ["reduce_mean", "normalizer", "put_scalar"]
+__all__ = ["reduce_mean", "normalizer"]
 
 
 def reduce_mean(value: Tensor) -> Tensor:
@@ -21,12 +21,3 @@ def reduce_mean(value: Tensor) -> Tensor:
 def normalizer(total: Tensor, minimum: float = 1.0) -> Tensor:
     """max(all-reduce-mean(total), minimum) as a float tensor without gradient."""
     return reduce_mean(total.detach().float()).clamp(min=minimum)
-
-
-def put_scalar(name: str, value) -> None:
-    """Log a training statistic to the current EventStorage, if there is one."""
-    try:
-        storage = get_event_storage()
-    except AssertionError:  # called outside a trainer (tests, benchmarks)
-        return
-    storage.put_scalar(name, float(value))

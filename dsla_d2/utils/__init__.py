@@ -1,0 +1,1 @@
+"""Small utilities below every model part: all-reduce helpers, event logging."""
