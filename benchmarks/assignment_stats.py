@@ -26,7 +26,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 
-from dsla_d2.assigners.geometry import point_box_ltrb
+from dsla_d2.box_ops import aligned_ltrb
 
 SIZE_BINS = [0, 8, 16, 32, 64, 128, 1e8]
 SHORT, LONG, DIVISIBILITY = 192, 288, 128
@@ -60,7 +60,7 @@ def stats_for(prior_gen, assigner, num_classes, images):
         feats = [torch.zeros(1, 1, -(-ph // s), -(-pw // s)) for s in prior_gen.strides]
         priors = prior_gen(feats)
         inst = Instances((ph, pw), gt_boxes=Boxes(boxes), gt_classes=torch.zeros(len(boxes), dtype=torch.long))
-        a = assigner(priors, [inst], num_classes, pred_boxes=priors.anchors[None], pred_logits=torch.zeros(1, len(priors), num_classes))
+        a = assigner(priors, [inst], num_classes)  # static assigners: no predictions needed
         matched = a.matched_gt[0]
         g = len(boxes)
         onehot = torch.zeros(len(priors), g + 1)
@@ -71,7 +71,7 @@ def stats_for(prior_gen, assigner, num_classes, images):
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
         sizes.append((wh[:, 0] * wh[:, 1]).sqrt())
         pos = matched >= 0
-        m = point_box_ltrb(priors.points, boxes[None])[0][pos, matched[pos]].max(-1).values
+        m = aligned_ltrb(priors.points[pos], boxes[matched[pos]]).max(-1).values
         dist_px.append(m)
         dist_strides.append(m / priors.strides[pos])
     pos, levels, size = torch.cat(per_gt_pos), torch.cat(per_gt_levels), torch.cat(sizes)
