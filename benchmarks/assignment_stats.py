@@ -19,14 +19,17 @@ import json
 import os
 import statistics
 
+import sys
+
 import torch
 
-import dsla_d2  # noqa: F401  (registers the datasets)
-from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetCatalog
-from detectron2.structures import Boxes, Instances
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from tool_common import load_config  # noqa: E402  (train_net.py's override checks)
+from detectron2.config import instantiate  # noqa: E402
+from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
 
-from dsla_d2.box_ops import aligned_ltrb
+from dsla_d2.box_ops import aligned_ltrb  # noqa: E402
 
 SIZE_BINS = [0, 8, 16, 32, 64, 128, 1e8]
 SHORT, LONG, DIVISIBILITY = 192, 288, 128
@@ -50,7 +53,7 @@ def resized_gts(records):
 def load_variant(spec):
     name, _, rest = spec.partition("=")
     config, *overrides = rest.split(";")
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), overrides)
+    cfg = load_config(config, overrides)
     return name, config, overrides, instantiate(cfg.model.prior_generator), instantiate(cfg.model.assigner), cfg.model.num_classes
 
 
