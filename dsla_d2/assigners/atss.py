@@ -37,17 +37,19 @@ assigner: they are ``QualityCoupling(cls_target="iou", branch="iou")`` and
 ``DenseDetectionLoss(cls_loss="qfl"|"vfl")``.
 """
 import logging
-from typing import List, Mapping, Optional, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from ..box_ops import aligned_box_iou, centerness_from_ltrb
+from ..box_ops import aligned_box_iou
 from ..priors import Priors
 from ..utils.progress import TrainingProgress
+from .atss_core import CandidateQuality, atss_match, centerness_weights, select_topk_candidates, unbiased_std
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 
-__all__ = ["ATSSAssigner", "DynamicATSSAssigner", "select_topk_candidates", "unbiased_std", "resolve_iou_weight"]
+# select_topk_candidates and unbiased_std live in atss_core; re-exported here.
+__all__ = ["ATSSAssigner", "DynamicATSSAssigner", "resolve_iou_weight", "select_topk_candidates", "unbiased_std"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,45 +84,6 @@ def _check_weight(name: str, weight: IoUWeight) -> IoUWeight:
     if not weight >= 0:  # also rejects NaN
         raise ValueError(f"{name}={weight} must be ≥ 0")
     return weight
-
-
-def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:
-    """Per level, the ``min(topk, n_level)`` priors nearest to each gt (ATSS step 2).
-
-    Ties in distance go to the lower prior index (stable sort), so the selection is
-    deterministic on every device.
-
-    Args:
-        distances: (N, R, G) distances between prior centres and gt centres, levels
-            concatenated along R in the order of ``num_per_level``.
-        num_per_level: priors per level (sums to R).
-        topk: k.
-    Returns:
-        (N, K, G) int64 prior indices into R, K = Σ_l min(k, n_l); within one (image, gt)
-        column they are distinct.
-    """
-    chunks = []
-    start = 0
-    for n in num_per_level:  # ≤ 5 FPN levels: the only Python loop
-        k = min(int(topk), int(n))
-        if k > 0:
-            d = distances[:, start : start + n]
-            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-            chunks.append(order + start)
-        start += n
-    if not chunks:
-        n_img, _, g = distances.shape
-        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
-    return torch.cat(chunks, dim=1)
-
-
-def unbiased_std(values: Tensor, dim: int) -> Tensor:
-    """Unbiased (Bessel-corrected, divisor K − 1) standard deviation along ``dim``, as
-    ``torch.std`` / the ATSS code; defined as 0 when there are fewer than 2 values."""
-    k = values.shape[dim]
-    if k < 2:
-        return torch.zeros_like(values.sum(dim=dim))
-    return values.std(dim=dim, correction=1)
 
 
 @ASSIGNER_REGISTRY.register()
@@ -206,6 +169,30 @@ class ATSSAssigner(DenseAssigner):
         )
 
     # ------------------------------------------------------------------ assignment
+    def candidate_quality(self, priors: Priors, gt: GTBatch, predictions: Mapping[str, Tensor], weights) -> CandidateQuality:
+        """The thresholded quantity of ATSS / Dynamic ATSS: the weighted terms
+        [(w_a, AIoU), (w_p, PIoU)] of each candidate (terms of weight 0 are left out)."""
+        w_a, w_p = weights
+        anchors = priors.anchors
+        pred_boxes = predictions.get("pred_boxes")
+        if self.required_predictions and pred_boxes is None:
+            raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
+        gt_b = gt.boxes.to(anchors.dtype)[:, None]  # (N, 1, G, 4)
+
+        def quality(cand: Tensor) -> List[Tuple[float, Tensor]]:
+            n_img, k_total, n_gt = cand.shape
+            terms = []
+            if w_a != 0.0:
+                terms.append((w_a, aligned_box_iou(anchors[cand], gt_b)))  # AIoU (N, K, G)
+            if w_p != 0.0:
+                flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
+                cand_pred = torch.gather(pred_boxes.to(anchors.dtype), 1, flat).view(n_img, k_total, n_gt, 4)
+                piou = torch.nan_to_num(aligned_box_iou(cand_pred, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
+                terms.append((w_p, piou))
+            return terms
+
+        return quality
+
     def assign(
         self,
         priors: Priors,
@@ -222,87 +209,18 @@ class ATSSAssigner(DenseAssigner):
                 is read when w_p ≠ 0 (:attr:`required_predictions`).
             progress: training progress, for D_up / D_down.
         """
-        anchors = priors.anchors
-        device = anchors.device
-        n_img, n_gt = gt.classes.shape
-        n_pri = anchors.shape[0]
-        w_a, w_p = self.iou_weights(progress)
-        weights_t = torch.tensor([w_a, w_p], device=device)
-        pred_boxes = predictions.get("pred_boxes")
-        if self.required_predictions and pred_boxes is None:
-            raise ValueError(f"{type(self).__name__} with pred_iou_weight={self.pred_iou_weight!r} needs pred_boxes")
-
-        if n_gt == 0 or n_pri == 0:
-            matched = torch.full((n_img, n_pri), -1, dtype=torch.long, device=device)
-            return Assignment.from_matches(
-                gt,
-                matched,
-                num_classes,
-                extras={
-                    "threshold": torch.zeros(n_img, n_gt, device=device),
-                    "matched_iou": torch.zeros(n_img, n_pri, device=device),
-                    "iou_weights": weights_t,
-                },
-            )
-
-        boxes = gt.boxes.to(anchors.dtype)  # (N, G, 4)
-        anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
-        gt_centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
-
-        # Steps 1-2: L2 distance anchor centre ↔ gt centre, k nearest per level.
-        dist = (anchor_centers[None, :, None, :] - gt_centers[:, None, :, :]).pow(2).sum(-1).sqrt()  # (N, R, G)
-        cand = select_topk_candidates(dist, priors.num_per_level, self.topk)  # (N, K, G)
-        k_total = cand.shape[1]
-
-        # Candidate anchors / centres / predicted boxes, each (N, K, G, ·).
-        cand_anchors = anchors[cand]  # (N, K, G, 4)
-        cand_centers = anchor_centers[cand]  # (N, K, G, 2)
-        gt_b = boxes[:, None]  # (N, 1, G, 4)
-
-        # Step 3 / eq. 1: combined IoU of the candidates.
-        ciou = torch.zeros(n_img, k_total, n_gt, device=device, dtype=anchors.dtype)
-        threshold = torch.zeros(n_img, n_gt, device=device, dtype=anchors.dtype)
-        if w_a != 0.0:
-            aiou = aligned_box_iou(cand_anchors, gt_b)  # (N, K, G)
-            ciou = ciou + w_a * aiou
-            # eqs. 2-3, anchor part: w_a·(mean(AIoU) + std(AIoU))
-            threshold = threshold + w_a * (aiou.mean(dim=1) + unbiased_std(aiou, dim=1))
-        if w_p != 0.0:
-            flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
-            cand_pred = torch.gather(pred_boxes.to(anchors.dtype), 1, flat).view(n_img, k_total, n_gt, 4)
-            piou = torch.nan_to_num(aligned_box_iou(cand_pred, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
-            ciou = ciou + w_p * piou
-            # eqs. 2-3, predicted part: w_p·(mean(PIoU) + std(PIoU)) — a sum of stds.
-            threshold = threshold + w_p * (piou.mean(dim=1) + unbiased_std(piou, dim=1))
-        threshold = torch.where(gt.valid, threshold, torch.zeros_like(threshold))
-
-        # Steps 4-5 / eq. 4: CIoU ≥ threshold and the centre strictly inside the gt.
-        ltrb = torch.cat([cand_centers - gt_b[..., :2], gt_b[..., 2:] - cand_centers], dim=-1)  # (N, K, G, 4)
-        inside = ltrb.min(dim=-1).values > self.center_margin
-        positive = (ciou >= threshold[:, None, :]) & inside & gt.valid[:, None, :]  # (N, K, G)
-
-        # Back to all priors; an anchor positive for several gts takes the highest CIoU
-        # (exact ties: lowest gt index, the first maximum).
-        neg_inf = torch.full_like(ciou, float("-inf"))
-        score = torch.full((n_img, n_pri, n_gt), float("-inf"), device=device, dtype=ciou.dtype)
-        score.scatter_(1, cand, torch.where(positive, ciou, neg_inf))
-        best, matched = score.max(dim=2)  # (N, R)
-        is_pos = torch.isfinite(best)
-        matched = torch.where(is_pos, matched, torch.full_like(matched, -1))
-
+        weights = self.iou_weights(progress)
+        quality = self.candidate_quality(priors, gt, predictions, weights)
+        match = atss_match(priors, gt, quality, self.topk, self.center_margin)
         reg_weights = None
-        if self.regression_weight == "centerness":
-            idx = matched.clamp(min=0)[..., None].expand(-1, -1, 4)
-            own = torch.gather(boxes, 1, idx)  # (N, R, 4) matched gt box
-            own_ltrb = torch.cat([anchor_centers[None] - own[..., :2], own[..., 2:] - anchor_centers[None]], dim=-1)
-            reg_weights = torch.where(is_pos, centerness_from_ltrb(own_ltrb), torch.zeros_like(best))
-
+        if self.regression_weight == "centerness" and gt.boxes.shape[1] and len(priors):
+            reg_weights = centerness_weights(priors, gt, match.matched)
         extras = {
-            "threshold": threshold,
-            "matched_iou": torch.where(is_pos, best, torch.zeros_like(best)),
-            "iou_weights": weights_t,
+            "threshold": match.threshold,
+            "matched_iou": match.quality,
+            "iou_weights": torch.tensor(list(weights), device=priors.anchors.device),
         }
-        return Assignment.from_matches(gt, matched, num_classes, reg_weights=reg_weights, extras=extras)
+        return Assignment.from_matches(gt, match.matched, num_classes, reg_weights=reg_weights, extras=extras)
 
 
 @ASSIGNER_REGISTRY.register()
