@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, Instances
 
 from dsla_d2.assigners import (
     ATSSAssigner,
+    DDODAssigner,
     DSLAAssigner,
     DSLAFoveaAssigner,
     DynamicATSSAssigner,
@@ -32,6 +33,7 @@ ASSIGNERS = {
     "DSLA": lambda: DSLAAssigner(),
     "ATSS": lambda: ATSSAssigner(),
     "Dynamic ATSS (CIoU)": lambda: DynamicATSSAssigner(),
+    "DDOD (cost ATSS, cls + reg)": lambda: DDODAssigner(),
     "FoveaBox": lambda: FoveaAssigner(),
     "DSLA-FoveaBox": lambda: DSLAFoveaAssigner(),
 }
