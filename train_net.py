@@ -11,7 +11,8 @@
 
 Built like Detectron2's ``tools/lazyconfig_train_net.py``: ``LazyConfig.load`` +
 ``apply_overrides`` + ``default_setup``, ``SimpleTrainer`` (``AMPTrainer`` on CUDA),
-``DetectionCheckpointer``, periodic checkpoints, ``EvalHook`` with ``COCOEvaluator``, and
+``DetectionCheckpointer``, periodic checkpoints, ``EvalHook`` with ``COCOEvaluator`` (and
+``dsla_d2.evaluation.ConsistencyEvaluator`` with ``train.consistency_eval.enabled=True``), and
 metrics.json / TensorBoard / console writers; ``launch`` for multi-GPU and multi-machine.
 """
 import difflib
@@ -34,13 +35,14 @@ from detectron2.engine import (
     hooks,
     launch,
 )
-from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.evaluation import print_csv_format
 from detectron2.solver.build import _generate_optimizer_class_with_gradient_clipping
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
 from dsla_d2.data import register_coco_json_dataset
 from dsla_d2.engine import TrainingProgressHook
+from dsla_d2.evaluation import evaluate_model
 
 logger = logging.getLogger("dsla_d2.train_net")
 _MISSING = object()
@@ -124,8 +126,14 @@ def resolve_device(cfg):
 def do_test(cfg, model):
     if "evaluator" not in cfg.dataloader:
         return {}
-    cfg.dataloader.evaluator.output_dir = os.path.join(cfg.train.output_dir, "inference")
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    output_dir = os.path.join(cfg.train.output_dir, "inference")
+    cfg.dataloader.evaluator.output_dir = output_dir
+    # train.consistency_eval: {enabled, pre_nms}, score-IoU consistency next to COCO AP
+    results = evaluate_model(
+        model, lambda: instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator),
+        dataset_name=cfg.dataloader.test.dataset.names, output_dir=output_dir,
+        **dict(cfg.train.get("consistency_eval", None) or {}),
+    )
     if comm.is_main_process():
         print_csv_format(results)
     return results

@@ -9,7 +9,7 @@ from . import compat
 
 compat.apply()
 
-from . import assigners, backbones, box_coders, box_ops, engine, heads, losses, meta_arch, priors, quality, utils  # noqa: E402
+from . import assigners, backbones, box_coders, box_ops, engine, heads, losses, meta_arch, model_zoo, priors, quality, utils  # noqa: E402
 from .data import register_synthetic_datasets  # noqa: E402
 from .serving import lazy_to_yacs, predictor_from_config, predictor_from_output_dir  # noqa: E402
 

@@ -98,12 +98,21 @@ def test_r50_recipe():
     l = m.loss
     assert (l.cls_loss, l.qfl_beta, l.cls_normalizer, l.cls_weight) == ("qfl", 2.0, "sum_scores", 2.0)
     assert (l.box_loss, l.box_normalizer, l.box_weight) == ("iou", "sum_weights", 1.0)
-    assert cfg.train.clip_grad_norm == 35 and cfg.train.max_iter == 90000
+    # The authors' config and log (dsla_r50_caffe_fpn_gn-head_1x_coco.py,
+    # dsla_r50_20210826_135127.log): grad clip 35, bias lr x2 / no bias decay, 12 epochs of
+    # 7,330 iterations (4 GPUs x 4 images = 16) = 87,960; steps after epochs 8 and 11:
+    # 8 x 7,330 = 58,640 and 11 x 7,330 = 80,630; constant warm-up 500 iterations at 1/3.
+    assert cfg.train.clip_grad_norm == 35 and cfg.train.max_iter == 87960
     assert cfg.optimizer.lr == 0.01 and cfg.dataloader.train.total_batch_size == 16
+    p = cfg.optimizer.params
+    assert p._target_.__name__ == "mmdet_param_groups" and (p.bias_lr_mult, p.bias_decay_mult) == (2.0, 0.0)
     s = cfg.lr_multiplier
     assert s.warmup_method == "constant" and s.warmup_factor == pytest.approx(1 / 3)
-    assert s.warmup_length * 90000 == pytest.approx(500)
-    assert list(s.scheduler.milestones) == [60000, 80000]
+    assert s.warmup_length * 87960 == pytest.approx(500)
+    assert list(s.scheduler.milestones) == [58640, 80630] and s.scheduler.num_updates == 87960
+    # test_cfg: nms_pre 1000 locations by their best class score, score_thr 0.05, NMS 0.6
+    assert (m.test_topk_mode, m.test_topk_candidates, m.test_score_thresh, m.test_nms_thresh) == ("locations", 1000, 0.05, 0.6)
+    assert m.head.conv_bias is False
     assert m.backbone.bottom_up.stages.depth == 50
     assert load("fcos_dsla_R_101_FPN_1x.py").model.backbone.bottom_up.stages.depth == 101
 

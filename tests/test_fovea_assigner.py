@@ -93,6 +93,13 @@ def test_empty_fovea_at_border_is_not_clamped():
     # would paint column 0; the spec (and we) give no positive.
     a, priors = assign([[[0, 0, 2, 2]]], [[1]])
     assert positives(a, priors) == {}
+    # Bottom/right: (125,125,127,127) in a 128-px image, P3 has columns 0..15 (x = 4 + 8j,
+    # last x = 124); sqrt area 2 → P3 only. x1/s = 15.625, w/(2s) = 0.125 → left =
+    # ceil(15.625 + 0.075 − 0.5) = ceil(15.2) = 16, right = floor(15.625 + 0.175 − 0.5) =
+    # floor(15.3) = 15 → empty (likewise the rows). mmdetection clamps left to 15 and would
+    # paint (124, 124); we give no positive.
+    a, priors = assign([[[125, 125, 127, 127]]], [[1]])
+    assert positives(a, priors) == {}
 
 
 def test_box_in_range_with_empty_fovea_on_one_level():

@@ -67,16 +67,17 @@ def test_config_values(path):
         assert cfg.lr_multiplier == fcos.lr_multiplier and cfg.optimizer.lr == fcos.optimizer.lr
         assert cfg.dataloader.train.dataset.names == "dsla_synth_train"
     else:
-        assert m.num_classes == 80 and cfg.train.max_iter == 90000 and cfg.optimizer.lr == 0.01
+        assert m.num_classes == 80 and cfg.train.max_iter == 87960 and cfg.optimizer.lr == 0.01
         assert cfg.dataloader.train.total_batch_size == 16
         assert m.backbone.bottom_up.stages.depth == depth
         assert m.backbone.top_block.in_feature == "res5"  # P6 from C5 (mmdetection "on_input")
         assert (m.head.channels, m.head.num_convs, m.head.norm) == (256, 4, "GN")
         assert m.test_nms_thresh == 0.5
-        # mmdetection schedule_1x: linear warm-up 500 its from 0.001, steps 60k / 80k
+        # mmdetection schedule_1x: 12 epochs of 7,330 iterations = 87,960, steps after
+        # epochs 8 and 11 (58,640 / 80,630), linear warm-up 500 iterations from 0.001
         sched = cfg.lr_multiplier
-        assert sched.scheduler.milestones == [60000, 80000] and sched.warmup_method == "linear"
-        assert sched.warmup_factor == 0.001 and sched.warmup_length == 500 / 90000
+        assert sched.scheduler.milestones == [58640, 80630] and sched.warmup_method == "linear"
+        assert sched.warmup_factor == 0.001 and sched.warmup_length == 500 / 87960
 
 
 def test_r50_model_builds_with_p6_from_c5():

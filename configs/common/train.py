@@ -12,5 +12,8 @@ train = dict(
     seed=-1,
     clip_grad_norm=0.0,  # > 0: clip the global gradient L2 norm (DSLA: 35)
     vis_period=0,
+    # score-IoU consistency (dsla_d2.evaluation) next to COCO AP, as "consistency/..." in
+    # metrics.json; pre_nms: also on the pre-NMS candidates (a second inference pass)
+    consistency_eval=dict(enabled=False, pre_nms=False),
     coco_json_datasets=[],  # filled by --train-json/--test-json; read back for serving
 )

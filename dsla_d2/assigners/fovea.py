@@ -23,11 +23,15 @@ For each level l (stride s, scale range [lo_l, hi_l]) and each gt (x1, y1, x2, y
 
 Differences from mmdetection, both deliberate:
 
-* mmdetection clamps the fovea bounds to [0, W−1] / [0, H−1] *before* painting; a box near
-  the top/left border whose fovea is empty (e.g. (0, 0, 2, 2) on P3: columns 0 .. −1) is
-  clamped to column 0 and painted anyway. We compare the real point indices with the
-  unclamped bounds, so an empty fovea stays empty (the spec's rule). Inside the map the
-  two agree exactly.
+* mmdetection clamps both fovea bounds to [0, W−1] / [0, H−1] *before* painting, so an
+  empty fovea at a border of the map is painted on the border point anyway: at the
+  top/left border the upper bound is clamped up to 0 (e.g. (0, 0, 2, 2) on P3: columns
+  0 .. −1 → 0 .. 0), and at the bottom/right border the lower bound is clamped down to
+  W−1 / H−1 (e.g. (125, 125, 127, 127) on the 16 columns of a 128-px image's P3:
+  columns 16 .. 15 → 15 .. 15). We compare the real point indices with the unclamped
+  bounds, so an empty fovea stays empty on every side (the spec's rule). Everywhere else
+  the two agree exactly (a non-empty fovea reaching past the map keeps the points that
+  exist, with or without clamping).
 * mmdetection sorts areas with the default (unstable) ``torch.sort``; equal areas are
   painted in an unspecified order. We use the stable order (gt index), see below.
 """

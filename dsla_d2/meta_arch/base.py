@@ -66,6 +66,10 @@ class AssignedDenseDetector(DenseDetector):
         input_format, pixel_mean, pixel_std: as Detectron2's dense detectors.
     """
 
+    #: True: inference returns every candidate that would enter NMS, sorted by score,
+    #: without NMS or the max_detections_per_image cut (see dsla_d2/evaluation/candidates.py).
+    pre_nms_output: bool = False
+
     @configurable
     def __init__(
         self,
@@ -175,7 +179,10 @@ class AssignedDenseDetector(DenseDetector):
         boxes.clip(image_size)
         scores = torch.cat(kept_scores)
         classes = torch.cat(kept_classes)
-        keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)[: self.max_detections_per_image]
+        if self.pre_nms_output:  # set by dsla_d2.evaluation.pre_nms_candidates only
+            keep = scores.argsort(descending=True)
+        else:
+            keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)[: self.max_detections_per_image]
         result = Instances(image_size)
         result.pred_boxes = boxes[keep]
         result.scores = scores[keep]

@@ -4,13 +4,19 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
+from dsla_d2.backbones import LastLevelP6P7NoReLU
 
-def resnet_fpn(depth: int = 50, p6_from: str = "p5"):
+
+def resnet_fpn(depth: int = 50, p6_from: str = "p5", relu_before_p7: bool = True):
     """ResNet-``depth`` + FPN with 256 channels on P3-P7.
 
     ``p6_from="p5"``: P6 from the P5 output (FCOS, ATSS, DSLA); ``"res5"``: from C5
     (mmdetection's ``add_extra_convs="on_input"``, its FoveaBox recipe).
+    ``relu_before_p7``: P7 = conv(ReLU(P6)) (Detectron2's ``LastLevelP6P7``; mmdetection's
+    ``relu_before_extra_convs=True``: FCOS, ATSS, DSLA) or P7 = conv(P6) (False:
+    ``LastLevelP6P7NoReLU``, mmdetection's FoveaBox).
     """
+    top_block = LastLevelP6P7 if relu_before_p7 else LastLevelP6P7NoReLU
     return L(FPN)(
         bottom_up=L(ResNet)(
             stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
@@ -20,5 +26,5 @@ def resnet_fpn(depth: int = 50, p6_from: str = "p5"):
         ),
         in_features=["res3", "res4", "res5"],
         out_channels=256,
-        top_block=L(LastLevelP6P7)(in_channels=256 if p6_from == "p5" else 2048, out_channels=256, in_feature=p6_from),
+        top_block=L(top_block)(in_channels=256 if p6_from == "p5" else 2048, out_channels=256, in_feature=p6_from),
     )

@@ -1,6 +1,7 @@
 """FCOS + DSLA on the embedded synthetic dataset: ``configs/fcos_r18_synth.py`` (small
 ResNet-18-style FPN, 2-conv 64-channel head, batch 8, 1200 iterations, same optimiser (AdamW) and
-schedule) with the DSLA parts of ``fcos_dsla_R_50_FPN_1x.py`` swapped in:
+schedule) with the DSLA parts of ``fcos_dsla_R_50_FPN_1x.py`` swapped in by
+``projects/DSLA/configs/common/dsla.py:to_dsla``:
 
 * ``DSLAHead`` (no quality branch; the class score alone ranks detections);
 * points at (j·s, i·s) (``offset=0``, spec decision 3);
@@ -14,35 +15,10 @@ The head's conv bias and the (absent) gradient clipping stay as in the FCOS synt
 config, so the two differ only in the parts the paper's Table 1 varies (plus the offset).
 The Table 1 rows on this dataset are ``projects/DSLA/configs/synth_ablations/*.py``.
 """
-from detectron2.config import LazyCall as L
+from dsla_d2.model_zoo import NODES, get_config
 
-from dsla_d2.assigners.dsla import DSLAAssigner
-from dsla_d2.heads import DSLAHead
-from dsla_d2.priors import PriorGenerator
+from .common.dsla import to_dsla
 
-from ....configs.common.models.dsla_parts import dsla_loss, dsla_quality
-from ....configs.common.models.fcos import STRIDES
-from ....configs.common.models.small_backbone import FPN_CHANNELS
-from ....configs.fcos_r18_synth import SYNTH_SIZE_RANGES, dataloader, lr_multiplier, model, optimizer, train
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/fcos_r18_synth.py", keys=NODES)
 
-model.head = L(DSLAHead)(
-    in_channels=FPN_CHANNELS,
-    num_classes="${..num_classes}",
-    num_levels=5,
-    channels=64,
-    num_convs=2,
-    norm="GN",
-    box_activation="exp",
-)
-# No half-stride offset, as the DSLA code (see fcos_dsla_R_50_FPN_1x.py).
-model.prior_generator = L(PriorGenerator)(strides=STRIDES, offset=0.0)
-model.assigner = L(DSLAAssigner)(
-    size_ranges=SYNTH_SIZE_RANGES,
-    kappa=0.2,
-    core_zone=True,
-    relaxation=True,
-    center_sampling_radius=0.0,
-    centerness_eps=0.01,
-)
-model.quality = dsla_quality()
-model.loss = dsla_loss(box_loss="iou", cls_weight=2.0)
+to_dsla(model, box_loss="iou", cls_weight=2.0)

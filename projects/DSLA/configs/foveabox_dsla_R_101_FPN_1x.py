@@ -2,7 +2,10 @@
 R-101 38.6 -> 39.8 with DSLA, no recipe given). As ``foveabox_dsla_R_50_FPN_1x.py`` with
 a ResNet-101 (``train.init_checkpoint=/path/to/R-101.pkl``).
 """
-from ....configs.common.models.foveabox import to_dsla_fovea
-from ....configs.foveabox_R_101_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+from dsla_d2.model_zoo import NODES, get_config
 
-to_dsla_fovea(model, box_loss="iou")
+from .common.dsla import to_dsla
+
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/foveabox_R_101_FPN_1x.py", keys=NODES)
+
+to_dsla(model, box_loss="iou")

@@ -1,6 +1,6 @@
 """DSLA-FoveaBox R-50-FPN 1x on COCO 2017 — **our design** (the DSLA paper reports
 FoveaBox w/ DSLA 36.5 -> 37.5 AP, Table 3, but gives no recipe; see
-``configs/common/models/foveabox.py:to_dsla_fovea`` and ``dsla_d2/assigners/dsla_fovea.py``).
+``projects/DSLA/configs/common/dsla.py:to_dsla`` and ``dsla_d2/assigners/dsla_fovea.py``).
 
 Same backbone, head, priors, log-space box coder, data and schedule as
 ``configs/foveabox_R_50_FPN_1x.py``; only the assigner, the quality coupling and the
@@ -14,7 +14,10 @@ losses change. Ablation switches (command line or a derived config):
     model.quality.cls_target=iou         # "IoU only" (label_d = IoU)
     model.loss.box_loss=smooth_l1        # FoveaBox's SmoothL1 on log targets (or giou)
 """
-from ....configs.common.models.foveabox import to_dsla_fovea
-from ....configs.foveabox_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
+from dsla_d2.model_zoo import NODES, get_config
 
-to_dsla_fovea(model, box_loss="iou")
+from .common.dsla import to_dsla
+
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/foveabox_R_50_FPN_1x.py", keys=NODES)
+
+to_dsla(model, box_loss="iou")

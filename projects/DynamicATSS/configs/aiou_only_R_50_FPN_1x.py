@@ -4,4 +4,6 @@ Table 3's baseline.
 
 Identical to ``configs/atss_R_50_FPN_1x.py``; kept here so every row of Table 2 has a file.
 """
-from ....configs.atss_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from dsla_d2.model_zoo import NODES, get_config
+
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/atss_R_50_FPN_1x.py", keys=NODES)

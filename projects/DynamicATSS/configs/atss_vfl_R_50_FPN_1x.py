@@ -1,7 +1,9 @@
 """Dynamic ATSS paper, Table 1 "ATSS+VFL": ATSS assignment (anchor IoUs only), soft target
 y = PIoU with VFL, centerness branch: 39.65 AP (COCO val2017, R-50, 1x).
 """
-from ....configs.atss_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from dsla_d2.model_zoo import NODES, get_config
+
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/atss_R_50_FPN_1x.py", keys=NODES)
 
 model.quality.cls_target = "iou"
 model.loss.cls_loss = "vfl"

@@ -5,8 +5,9 @@
 from detectron2.config import LazyCall as L
 
 from dsla_d2.assigners.atss import DynamicATSSAssigner
+from dsla_d2.model_zoo import NODES, get_config
 
-from ....configs.atss_r18_synth import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/atss_r18_synth.py", keys=NODES)
 
 model.assigner = L(DynamicATSSAssigner)(
     topk=9,
