@@ -141,15 +141,18 @@ def test_main_configs(rel):
             assert m.head[key] == atss.model.head[key]
         assert (cfg.optimizer, cfg.lr_multiplier, cfg.train, cfg.dataloader) == (atss.optimizer, atss.lr_multiplier, atss.train, atss.dataloader)
     else:
-        # spec §4 R-50 1x: SGD lr 0.02 at batch 16, momentum 0.9, wd 1e-4 on everything,
-        # warm-up linear 500 iterations from 0.001, steps at 60k / 80k of 90k.
+        # spec §4 R-50 1x: SGD lr 0.02 at batch 16, momentum 0.9, wd 1e-4 on every parameter
+        # (mmdetection's groups without paramwise_cfg), linear warm-up over 500 iterations
+        # from 0.001, 12 epochs of 7,330 iterations with steps after epochs 8 and 11:
+        # 87,960 iterations, milestones 8 · 7,330 = 58,640 and 11 · 7,330 = 80,630.
         assert m.prior_generator.anchor_scale == 8
         assert (m.head.num_convs, m.head.channels, m.head.norm) == (4, 256, "GN")
         assert cfg.optimizer.lr == 0.02 and cfg.dataloader.train.total_batch_size == 16
         assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 1e-4)
-        assert cfg.optimizer.params.bias_lr_factor == 1.0 and cfg.optimizer.params.weight_decay_norm is None
-        assert cfg.train.max_iter == 90000 and list(cfg.lr_multiplier.scheduler.milestones) == [60000, 80000]
-        assert cfg.lr_multiplier.warmup_length == pytest.approx(500 / 90000)
+        p = cfg.optimizer.params
+        assert p._target_.__name__ == "mmdet_param_groups" and (p.bias_lr_mult, p.bias_decay_mult) == (1.0, 1.0)
+        assert cfg.train.max_iter == 87960 and list(cfg.lr_multiplier.scheduler.milestones) == [58640, 80630]
+        assert cfg.lr_multiplier.warmup_length == pytest.approx(500 / 87960)
         assert (cfg.lr_multiplier.warmup_factor, cfg.lr_multiplier.warmup_method) == (0.001, "linear")
 
 

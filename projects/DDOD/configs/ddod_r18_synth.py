@@ -6,7 +6,10 @@ channels), anchors (4·stride), data, AdamW, budget and schedule as
 ``to_ddod``): cost assigner (α_cls 0.8 / α_reg 0.5), DCNv1 first tower conv, IoU branch,
 cumulative per-level loss weights.
 """
-from ....configs.atss_r18_synth import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+from dsla_d2.model_zoo import NODES, get_config
+
 from .common.ddod import to_ddod
+
+dataloader, lr_multiplier, model, optimizer, train = get_config("configs/atss_r18_synth.py", keys=NODES)
 
 to_ddod(model)
