@@ -207,12 +207,16 @@ def test_1000_gts_batched_equals_per_image():
     classes = torch.randint(0, 6, (2, 1000), generator=g)
     centres = priors.points[None].expand(2, -1, -1)
     half = torch.rand(2, 1364, 2, generator=g) * 60 + 1
-    preds = {"pred_boxes": torch.cat([centres - half, centres + half], -1), "cls_logits": torch.randn(2, 1364, 6, generator=g)}
+    preds = {
+        "pred_boxes": torch.cat([centres - half, centres + half], -1),
+        "cls_logits": torch.randn(2, 1364, 6, generator=g),
+    }
     gts = [gt_instances(boxes[i], classes[i], (256, 256)) for i in range(2)]
     both = DDODAssigner()(priors, gts, 6, preds)
     for i in range(2):
         one = DDODAssigner()(priors, [gts[i]], 6, {k: v[i : i + 1] for k, v in preds.items()})
-        assert torch.equal(one.matched_gt[0], both.matched_gt[i]) and torch.equal(one.reg_matched_gt[0], both.reg_matched_gt[i])
+        assert torch.equal(one.matched_gt[0], both.matched_gt[i])
+        assert torch.equal(one.reg_matched_gt[0], both.reg_matched_gt[i])
     for matched in (both.matched_gt, both.reg_matched_gt):
         assert ((matched == -1) | ((matched >= 0) & (matched < 1000))).all()
         assert not (matched[1] >= 900).any()  # degenerate boxes are never positive
@@ -222,4 +226,5 @@ def test_1000_gts_batched_equals_per_image():
         p = priors.points[r]
         assert (torch.cat([p - own[:, :2], own[:, 2:] - p], 1).min(1).values > 0.01).all()
     assert both.pos_mask.sum() > 100 and both.reg_mask.sum() > 100
-    assert torch.equal(both.labels[both.pos_mask], classes[torch.nonzero(both.pos_mask, as_tuple=True)[0], both.matched_gt[both.pos_mask]])
+    images = torch.nonzero(both.pos_mask, as_tuple=True)[0]
+    assert torch.equal(both.labels[both.pos_mask], classes[images, both.matched_gt[both.pos_mask]])

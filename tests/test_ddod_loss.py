@@ -155,7 +155,12 @@ def two_level_case(matched):
     gt = GTBatch.from_instances([gt_instances([[0, 0, 16, 16], [16, 0, 32, 16], [0, 0, 32, 32]], [0, 0, 0], (32, 48))])
     a = Assignment.from_matches(gt, torch.tensor([matched]), 1)
     pred = torch.tensor([[[0.0, 0, 16, 16], [16, 0, 32, 16], [0, 0, 8, 8], [0, 0, 16, 32]]])
-    outputs = {"cls_logits": torch.zeros(1, 4, 1), "box_reg": torch.zeros(1, 4, 4), "pred_boxes": pred, "quality": torch.zeros(1, 4, 1)}
+    outputs = {
+        "cls_logits": torch.zeros(1, 4, 1),
+        "box_reg": torch.zeros(1, 4, 4),
+        "pred_boxes": pred,
+        "quality": torch.zeros(1, 4, 1),
+    }
     return priors, a, outputs
 
 
@@ -182,10 +187,12 @@ def test_level_weights_multiply_each_levels_terms():
     #   + 0.129965 · 1 [prior 2] + 0.043322 · 2) / 2 = 0.389896 / 2 = 0.194948.
     # Per batch [1, 1] → all 2: (0.043322 + 2 · 0.129965 + 0.043322) · 2 / 2 = 0.346574.
     _, a2, outputs2 = two_level_case([0, -1, -1, 2])
-    assert loss(outputs2, priors, a2, box_coder=None, quality=IOU_BRANCH)["loss_cls"].item() == pytest.approx(0.194948, abs=1e-5)
+    losses = loss(outputs2, priors, a2, box_coder=None, quality=IOU_BRANCH)
+    assert losses["loss_cls"].item() == pytest.approx(0.194948, abs=1e-5)
     per_batch = ddod_loss(LevelWeighting(num_levels=2, accumulate=False))
     per_batch(outputs, priors, a, box_coder=None, quality=IOU_BRANCH)
-    assert per_batch(outputs2, priors, a2, box_coder=None, quality=IOU_BRANCH)["loss_cls"].item() == pytest.approx(0.346574, abs=1e-5)
+    losses = per_batch(outputs2, priors, a2, box_coder=None, quality=IOU_BRANCH)
+    assert losses["loss_cls"].item() == pytest.approx(0.346574, abs=1e-5)
 
 
 def test_branch_loss_weights_default_unchanged():
@@ -197,7 +204,8 @@ def test_branch_loss_weights_default_unchanged():
     assert q.branch_loss(torch.zeros(1, 4), priors, a, ious).item() == pytest.approx(LN2)
     w = torch.tensor([[1.0, 3.0, 5.0, 5.0]])
     assert q.branch_loss(torch.zeros(1, 4), priors, a, ious, weights=w).item() == pytest.approx(2 * LN2)
-    assert q.branch_loss(torch.zeros(1, 4), priors, a, ious, weights=w, norm=torch.tensor(4.0)).item() == pytest.approx(LN2)
+    given = q.branch_loss(torch.zeros(1, 4), priors, a, ious, weights=w, norm=torch.tensor(4.0))
+    assert given.item() == pytest.approx(LN2)
 
 
 # ---------------------------------------------------------------------- a model's counters
@@ -214,7 +222,10 @@ def tiny_ddod(num_classes=3):
     torch.manual_seed(0)
     return DslaATSS(
         backbone=TwoLevelBackbone(),
-        head=ATSSHead(in_channels=16, num_classes=num_classes, num_levels=2, channels=16, num_convs=1, norm="", deformable_convs=(0,)),
+        head=ATSSHead(
+            in_channels=16, num_classes=num_classes, num_levels=2, channels=16, num_convs=1, norm="",
+            deformable_convs=(0,),
+        ),
         head_in_features=["p3", "p4"],
         prior_generator=PriorGenerator([8, 16], offset=0.0, anchor_scale=4),
         box_coder=DeltaBoxCoder(),

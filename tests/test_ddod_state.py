@@ -81,13 +81,16 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     assert int(cls_counts.sum()) == 18 and int(reg_counts.sum()) == 16
     # Computed locally per half (no all-reduce), the counts and so the level weights and
     # normalisers differ between halves: their mean loss is not the combined loss.
-    halves = [losses_and_counts(priors, half(a, s), {k: v[s] for k, v in outputs.items()}) for s in (slice(0, 2), slice(2, 4))]
+    halves = [
+        losses_and_counts(priors, half(a, s), {k: v[s] for k, v in outputs.items()}) for s in (slice(0, 2), slice(2, 4))
+    ]
     assert not torch.equal(halves[0][1], cls_counts)
     assert not torch.allclose((halves[0][0] + halves[1][0]) / 2, losses, rtol=1e-3)
     # Two gloo processes, one half each: every process ends with the counters of the whole
     # batch, and the mean of their losses (what DDP's gradient averaging optimises) is the
     # single-process loss: N = all-reduce-mean of Σ_images max(#pos, 1), same weights.
-    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    args = (2, str(tmp_path / "init"), str(tmp_path))
+    mp.start_processes(_worker, args=args, nprocs=2, join=True, start_method="fork")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r_losses, r_cls, r_reg in ranks:
         assert torch.equal(r_cls, cls_counts) and torch.equal(r_reg, reg_counts)
@@ -121,7 +124,8 @@ def one_image_json(tmp_path):
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] == image["id"]]
     path = tmp_path / "one.json"
     path.write_text(json.dumps(data))
-    return ["--train-json", str(path), "--train-images", meta.image_root, "--test-json", str(path), "--test-images", meta.image_root]
+    images = meta.image_root
+    return ["--train-json", str(path), "--train-images", images, "--test-json", str(path), "--test-images", images]
 
 
 def counters(path):
@@ -132,16 +136,16 @@ def counters(path):
 def test_killed_and_resumed_run_ends_with_the_uninterrupted_counters(tmp_path):
     flags = one_image_json(tmp_path)
     whole = tmp_path / "whole"
-    train_net.main(train_net.get_parser().parse_args(["--config-file", CONFIG, *flags, f"train.output_dir={whole}", *TINY, "train.max_iter=6"]))
+    run = ["--config-file", CONFIG, *flags, *TINY, "train.max_iter=6"]
+    train_net.main(train_net.get_parser().parse_args([*run, f"train.output_dir={whole}"]))
     # Killed (SIGKILL from inside) right after iteration 3, whose checkpoint is written ...
     out = tmp_path / "resumed"
-    cmd = [sys.executable, os.path.join(ROOT, "tests", "kill_at_iteration.py"), "3", "--config-file", CONFIG, *flags,
-           f"train.output_dir={out}", *TINY, "train.max_iter=6"]
+    cmd = [sys.executable, os.path.join(ROOT, "tests", "kill_at_iteration.py"), "3", *run, f"train.output_dir={out}"]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     at_kill = counters(out / "model_0000003.pth")
     # ... then resumed to the same 6 iterations.
-    train_net.main(train_net.get_parser().parse_args(["--resume", "--config-file", CONFIG, *flags, f"train.output_dir={out}", *TINY, "train.max_iter=6"]))
+    train_net.main(train_net.get_parser().parse_args(["--resume", *run, f"train.output_dir={out}"]))
     final, resumed = counters(whole / "model_final.pth"), counters(out / "model_final.pth")
     assert resumed == final
     # The counters grew after the resume (iterations 4 and 5 were counted on top of the

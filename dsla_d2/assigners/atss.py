@@ -169,7 +169,9 @@ class ATSSAssigner(DenseAssigner):
         )
 
     # ------------------------------------------------------------------ assignment
-    def candidate_quality(self, priors: Priors, gt: GTBatch, predictions: Mapping[str, Tensor], weights) -> CandidateQuality:
+    def candidate_quality(
+        self, priors: Priors, gt: GTBatch, predictions: Mapping[str, Tensor], weights
+    ) -> CandidateQuality:
         """The thresholded quantity of ATSS / Dynamic ATSS: the weighted terms
         [(w_a, AIoU), (w_p, PIoU)] of each candidate (terms of weight 0 are left out)."""
         w_a, w_p = weights

@@ -16,7 +16,14 @@ from ..box_ops import centerness_from_ltrb
 from ..priors import Priors
 from .base import GTBatch
 
-__all__ = ["ATSSMatch", "CandidateQuality", "atss_match", "centerness_weights", "select_topk_candidates", "unbiased_std"]
+__all__ = [
+    "ATSSMatch",
+    "CandidateQuality",
+    "atss_match",
+    "centerness_weights",
+    "select_topk_candidates",
+    "unbiased_std",
+]
 
 
 def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:

@@ -73,7 +73,10 @@ class DDODAssigner(DenseAssigner):
         self.reg_alpha = float(reg_alpha)
 
     def extra_repr(self) -> str:
-        return f"topk={self.topk}, center_margin={self.center_margin}, cls_alpha={self.cls_alpha}, reg_alpha={self.reg_alpha}"
+        return (
+            f"topk={self.topk}, center_margin={self.center_margin}, "
+            f"cls_alpha={self.cls_alpha}, reg_alpha={self.reg_alpha}"
+        )
 
     def candidate_costs(self, gt: GTBatch, predictions: Mapping[str, Tensor]):
         """A function of the (N, K, G) candidate indices returning (prob, iou), each

@@ -143,7 +143,9 @@ class DenseDetectionLoss(nn.Module):
         self.quality_normalizer = quality_normalizer
         self.level_weighting = level_weighting
 
-    def classification(self, logits: Tensor, assignment: Assignment, target_scores: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    def classification(
+        self, logits: Tensor, assignment: Assignment, target_scores: Tensor, weights: Optional[Tensor] = None
+    ) -> Tensor:
         """
         Args:
             logits: (N, R, C).
@@ -172,7 +174,13 @@ class DenseDetectionLoss(nn.Module):
         return self.cls_weight * loss / norm
 
     def regression(
-        self, pred_boxes: Tensor, pred_deltas: Tensor, assignment: Assignment, box_coder, priors, weights: Optional[Tensor] = None
+        self,
+        pred_boxes: Tensor,
+        pred_deltas: Tensor,
+        assignment: Assignment,
+        box_coder,
+        priors,
+        weights: Optional[Tensor] = None,
     ) -> Tensor:
         """
         Args:
@@ -186,7 +194,8 @@ class DenseDetectionLoss(nn.Module):
         weights = own if weights is None else weights[mask]
         if self.box_loss == "smooth_l1":
             targets = box_coder.encode(assignment.box_targets, priors)
-            per_pos = F.smooth_l1_loss(pred_deltas[mask], targets[mask], beta=self.smooth_l1_beta, reduction="none").sum(-1)
+            per_pos = F.smooth_l1_loss(pred_deltas[mask], targets[mask], beta=self.smooth_l1_beta, reduction="none")
+            per_pos = per_pos.sum(-1)
         else:
             per_pos = iou_loss(pred_boxes[mask], assignment.box_targets[mask], self.box_loss)
         if self.box_normalizer == "sum_weights":
@@ -197,7 +206,9 @@ class DenseDetectionLoss(nn.Module):
         loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
         return self.box_weight * loss / norm
 
-    def targets(self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, quality, update: bool) -> LossTargets:
+    def targets(
+        self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, quality, update: bool
+    ) -> LossTargets:
         """The targets and per-prior weights every term is computed against (no gradient).
 
         ``update``: a training step — the level weighting adds the batch to its cumulative
@@ -250,7 +261,9 @@ class DenseDetectionLoss(nn.Module):
         put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
         losses = {
             "loss_cls": self.classification(outputs["cls_logits"], assignment, t.cls_scores, t.cls_weights),
-            "loss_box_reg": self.regression(outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors, t.reg_weights),
+            "loss_box_reg": self.regression(
+                outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors, t.reg_weights
+            ),
         }
         if quality.supervises_branch:
             norm = count_normalizer(assignment.reg_mask, self.quality_normalizer)

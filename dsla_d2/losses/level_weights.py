@@ -83,7 +83,10 @@ class LevelWeighting(nn.Module):
         """(2, L) int64 numbers of classification (row 0) and regression (row 1) positives
         on each level, summed over the images and over all processes (one all-reduce)."""
         if len(priors.num_per_level) != self.num_levels:
-            raise ValueError(f"LevelWeighting has num_levels={self.num_levels} but the priors have {len(priors.num_per_level)} levels")
+            raise ValueError(
+                f"LevelWeighting has num_levels={self.num_levels} but the priors have "
+                f"{len(priors.num_per_level)} levels"
+            )
         per_prior = torch.stack([cls_mask.sum(dim=0), reg_mask.sum(dim=0)]).to(torch.long)  # (2, R)
         counts = torch.zeros(2, self.num_levels, dtype=torch.long, device=per_prior.device)
         return reduce_sum(counts.index_add_(1, priors.levels, per_prior))

@@ -30,4 +30,6 @@ to_ddod(model)
 optimizer = mmdet_sgd()
 optimizer.lr = 0.02
 dataloader.train.total_batch_size = 16
-train.max_iter, lr_multiplier = epoch_schedule(12, [8, 11], warmup_iters=500, warmup_factor=0.001, warmup_method="linear")
+train.max_iter, lr_multiplier = epoch_schedule(
+    12, [8, 11], warmup_iters=500, warmup_factor=0.001, warmup_method="linear"
+)

@@ -1,4 +1,5 @@
-"""DDOD paper Table 6 (DCN position in both towers): position 1, the first tower conv (= ``t4_spatial.py``). Paper AP 40.6.
+"""DDOD paper Table 6 (DCN position in both towers): position 1, the first tower conv
+(= ``t4_spatial.py``). Paper AP 40.6.
 
 ``t4_spatial.py`` (spatial disentanglement only) with the deformable conv moved.
 """
