@@ -10,27 +10,45 @@ One call from a training output directory::
 
     predictor = dsla_d2.predictor_from_output_dir("output/fcos_synth")
     outputs = predictor(bgr_image)   # {"instances": Instances}
+
+Serving is a trust boundary: only ``_target_``\ s under dsla_d2, detectron2, torch and
+torchvision are instantiated unless ``allowed_targets`` names more
+(:mod:`dsla_d2.utils.trust`), and the weights must be those of the configured model
+(:func:`dsla_d2.engine.checkpoint.load_for_inference`). What ``predictor(image)``
+accepts is :func:`as_bgr_uint8`'s contract.
 """
 import copy
+import logging
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from detectron2.config import CfgNode, LazyConfig, get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.registry import _convert_target_to_string, locate
 
+from .engine.checkpoint import DESCRIPTION_KEY, load_for_inference, model_description
 from .meta_arch.yacs_bridge import lazy_model_kwargs
+from .utils.trust import check_targets
 
 __all__ = [
     "lazy_to_yacs",
+    "lazy_model_yaml",
     "lazy_model_kwargs",
+    "add_dsla_d2_config",
+    "as_bgr_uint8",
+    "DslaPredictor",
     "predictor_from_output_dir",
     "predictor_from_config",
     "find_weights",
     "register_config_datasets",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def _target_strings(node):
@@ -67,21 +85,50 @@ def _test_resize(cfg):
     return None
 
 
-def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None) -> CfgNode:
-    """A yacs config for ``DefaultPredictor`` from a lazy config (object or file path)."""
+def lazy_model_yaml(model_cfg) -> str:
+    """The lazy ``model`` node as YAML, ``_target_``\ s as import paths, resolved."""
+    return OmegaConf.to_yaml(_target_strings(model_cfg), resolve=True)
+
+
+def add_dsla_d2_config(ycfg: CfgNode) -> CfgNode:
+    """Add our keys (``MODEL.DSLA_D2``) to a yacs config, as Detectron2 projects do, so that
+    ``get_cfg()`` + ``add_dsla_d2_config`` + ``merge_from_file`` reads a dumped config."""
+    ycfg.MODEL.DSLA_D2 = CfgNode({"LAZY_MODEL": "", "ALLOWED_TARGETS": []})
+    return ycfg
+
+
+def _as_merged(node: CfgNode) -> CfgNode:
+    """Nested tuples as yacs' ``merge_from_file`` gives them back (inner ones as lists; e.g.
+    Detectron2's default ``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS``), so that a dumped
+    config reads back equal."""
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            _as_merged(value)
+        elif isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):
+            node[key] = tuple(list(v) if isinstance(v, tuple) else v for v in value)
+    return node
+
+
+def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> CfgNode:
+    """A yacs config for ``DefaultPredictor`` from a lazy config (object or file path).
+
+    The model node's ``_target_``\ s must lie in dsla_d2, detectron2, torch or
+    torchvision, or in ``allowed_targets`` (module names).
+    """
     if isinstance(cfg, str):
         cfg = LazyConfig.load(cfg)
     model = cfg.model
+    check_targets(model, allowed_targets, source="the config", path="model")
     target = model._target_
     cls = locate(target) if isinstance(target, str) else target
     name = cls.__name__
     if META_ARCH_REGISTRY.get(name) is not cls:
         raise ValueError(f"{target} is not registered in META_ARCH_REGISTRY under {name!r}")
 
-    node = _target_strings(model)
-    ycfg = get_cfg()
+    ycfg = add_dsla_d2_config(get_cfg())
     ycfg.MODEL.META_ARCHITECTURE = name
-    ycfg.MODEL.DSLA_D2 = CfgNode({"LAZY_MODEL": OmegaConf.to_yaml(node, resolve=True)})
+    ycfg.MODEL.DSLA_D2.LAZY_MODEL = lazy_model_yaml(model)
+    ycfg.MODEL.DSLA_D2.ALLOWED_TARGETS = list(allowed_targets)
     ycfg.MODEL.WEIGHTS = weights
     ycfg.MODEL.PIXEL_MEAN = list(model.get("pixel_mean", ycfg.MODEL.PIXEL_MEAN))
     ycfg.MODEL.PIXEL_STD = list(model.get("pixel_std", ycfg.MODEL.PIXEL_STD))
@@ -97,7 +144,7 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None) -> CfgNod
     if device is None:
         device = OmegaConf.select(cfg, "train.device", default=None) or "cpu"
     ycfg.MODEL.DEVICE = device
-    return ycfg
+    return _as_merged(ycfg)
 
 
 def find_weights(output_dir: str) -> str:
@@ -115,30 +162,112 @@ def find_weights(output_dir: str) -> str:
 
 
 def register_config_datasets(cfg) -> None:
-    """Re-register the COCO-json datasets a run was trained on (``train_net.py
-    --train-json ...``), recorded in ``cfg.train.coco_json_datasets``, and our synthetic
-    datasets, so their metadata (class names) is available when serving."""
+    """Make the class names of a run's datasets available when serving: our synthetic
+    datasets, and the COCO-json datasets it was trained on (``train_net.py --train-json``,
+    recorded in ``cfg.train.coco_json_datasets`` with their class names). A json that has
+    moved since is not needed: its recorded class names are used."""
     from .data import register_coco_json_dataset, register_synthetic_datasets
 
     register_synthetic_datasets()
     for d in OmegaConf.select(cfg, "train.coco_json_datasets", default=None) or []:
-        register_coco_json_dataset(d["name"], d["json_file"], d["image_root"], check_images=False)
+        if os.path.isfile(d["json_file"]) and os.path.isdir(d["image_root"]):
+            register_coco_json_dataset(d["name"], d["json_file"], d["image_root"], check_images=False, bad_boxes=d.get("bad_boxes", "error"))
+        elif d.get("thing_classes"):
+            logger.warning("%s is gone; serving with the class names recorded in the run", d["json_file"])
+            MetadataCatalog.get(d["name"]).set(thing_classes=list(d["thing_classes"]))
 
 
-def predictor_from_config(cfg, weights: str, device: Optional[str] = None):
-    """``DefaultPredictor`` for a lazy config (object or path) and a checkpoint."""
-    from detectron2.engine import DefaultPredictor
+# --------------------------------------------------------------------------- input contract
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    dtype = image.dtype
+    if dtype == np.uint8:
+        return image
+    if dtype == np.uint16:  # full 16-bit range onto 0..255
+        return np.round(image / 257.0).astype(np.uint8)
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"image dtype {dtype} is not supported: pass uint8, uint16, another integer type in 0..255, or floats in [0, 255]")
+    if np.issubdtype(dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError("the image holds NaN or infinite values")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0 or hi > 255:
+        raise ValueError(f"{dtype} image values span [{lo:g}, {hi:g}]; expected 0..255 (uint16 images are rescaled; scale others first)")
+    if np.issubdtype(dtype, np.floating) and 0 < hi <= 1:
+        raise ValueError(
+            f"{dtype} image values lie in [0, 1] (max {hi:g}): floats are read as 0..255, so this would be an almost "
+            "black image. Multiply by 255 (or pass uint8)."
+        )
+    return np.round(image).astype(np.uint8) if np.issubdtype(dtype, np.floating) else image.astype(np.uint8)
 
+
+def as_bgr_uint8(image) -> np.ndarray:
+    """The serving input contract: any of
+
+    * an (H, W) or (H, W, 1) grayscale array (copied into 3 channels),
+    * an (H, W, 3) array in BGR order (as ``cv2.imread``, as ``DefaultPredictor``),
+    * an (H, W, 4) BGRA array (``cv2.IMREAD_UNCHANGED``): the alpha channel is dropped,
+
+    with dtype uint8; uint16 (0..65535 mapped linearly onto 0..255); another integer type
+    with values in 0..255; or floats in [0, 255] (rounded). Floats whose maximum is in
+    (0, 1] are refused as ambiguous (a [0, 1] image would be read as nearly black).
+    Empty arrays, other channel counts, channels-first arrays, NaN/inf and non-arrays raise
+    ValueError/TypeError saying what was given. Returns a contiguous (H, W, 3) uint8 array.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"predictor(image) takes a numpy array (H, W[, C]); got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ValueError(f"image of shape {image.shape}: expected (H, W) or (H, W, C)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"empty image of shape {image.shape}")
+    channels = image.shape[2]
+    if channels not in (1, 3, 4):
+        hint = " (channels first? transpose to (H, W, C))" if image.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"image of shape {image.shape} has {channels} channels: expected 1, 3 or 4{hint}")
+    image = _to_uint8(image)
+    if channels == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif channels == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)
+
+
+class DslaPredictor(DefaultPredictor):
+    """``DefaultPredictor`` that refuses weights of another model and accepts the inputs
+    of :func:`as_bgr_uint8`. ``cfg`` is a :func:`lazy_to_yacs` config; its weights are
+    checked against ``description`` (:func:`~dsla_d2.engine.checkpoint.model_description`
+    of its model node when not given)."""
+
+    def __init__(self, cfg: CfgNode, description: Optional[dict] = None):
+        weights = cfg.MODEL.WEIGHTS
+        empty = cfg.clone()
+        empty.MODEL.WEIGHTS = ""  # loaded below, checked
+        super().__init__(empty)
+        if description is None:
+            description = model_description(OmegaConf.create(cfg.MODEL.DSLA_D2.LAZY_MODEL))
+        extra = load_for_inference(self.model, weights, description)
+        self.cfg.MODEL.WEIGHTS = weights
+        stored = (extra.get(DESCRIPTION_KEY) or {}).get("class_names") or description.get("class_names")
+        if stored and hasattr(self, "metadata") and not self.metadata.as_dict().get("thing_classes"):
+            self.metadata.set(thing_classes=list(stored))
+
+    def __call__(self, original_image):
+        return super().__call__(as_bgr_uint8(original_image))
+
+
+def predictor_from_config(cfg, weights: str, device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> DslaPredictor:
+    """A :class:`DslaPredictor` (a ``DefaultPredictor``) for a lazy config (object or path)
+    and a checkpoint of that model."""
     if isinstance(cfg, str):
         cfg = LazyConfig.load(cfg)
     register_config_datasets(cfg)
-    return DefaultPredictor(lazy_to_yacs(cfg, weights=weights, device=device))
+    return DslaPredictor(lazy_to_yacs(cfg, weights=weights, device=device, allowed_targets=allowed_targets))
 
 
-def predictor_from_output_dir(output_dir: str, device: Optional[str] = None):
-    """``DefaultPredictor`` for a ``train_net.py`` output directory (its ``config.yaml``
-    and final or last checkpoint)."""
+def predictor_from_output_dir(output_dir: str, device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> DslaPredictor:
+    """:func:`predictor_from_config` for a ``train_net.py`` output directory (its
+    ``config.yaml`` and final or last checkpoint)."""
     config = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(config):
         raise FileNotFoundError(f"{config} not found: is {output_dir} a train_net.py output directory?")
-    return predictor_from_config(config, find_weights(output_dir), device=device)
+    return predictor_from_config(config, find_weights(output_dir), device=device, allowed_targets=allowed_targets)

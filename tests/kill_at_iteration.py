@@ -16,25 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train_net  # noqa: E402
-from detectron2.engine import HookBase, SimpleTrainer  # noqa: E402
-
-
-class KillAfter(HookBase):
-    def __init__(self, iteration: int):
-        self.iteration = iteration
-
-    def after_step(self):
-        if self.trainer.iter == self.iteration:
-            os.kill(os.getpid(), signal.SIGKILL)
+from detectron2.engine import SimpleTrainer  # noqa: E402
 
 
 def main():
     kill_at = int(sys.argv[1])
 
     class KilledTrainer(SimpleTrainer):
-        def register_hooks(self, hooks):
-            # last, so that the checkpointer and the writers of this iteration ran first
-            super().register_hooks(list(hooks) + [KillAfter(kill_at)])
+        def after_step(self):
+            super().after_step()  # every hook of this iteration, whenever it was registered
+            if self.iter == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     train_net.SimpleTrainer = KilledTrainer
     args = train_net.get_parser().parse_args(sys.argv[2:])

@@ -144,7 +144,7 @@ def test_missing_image_dir(tmp_path, name):
         (json.dumps({"images": {}, "annotations": [], "categories": []}), "'images' is a dict"),
         (json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [],
                      "categories": [{"name": "x"}]}), "needs an 'id' and a 'name'"),
-        (json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}],
+        (json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}],
                      "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 2]}],
                      "categories": [{"id": 1, "name": "x"}]}), r"expected \[x, y, w, h\]"),
     ],

@@ -10,7 +10,7 @@ The loss contract (every loss module of dsla_d2 follows it)::
 ``"pred_boxes"`` (N, R, 4); the loss owns every term it returns, so the meta-architecture
 has no method-specific branch.
 """
-from typing import Dict, Mapping, NamedTuple, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,29 +42,6 @@ def count_normalizer(mask: Tensor, kind: str, minimum: float = 1.0) -> Tensor:
     if kind == "num_pos_per_image_min1":
         return normalizer(mask.sum(dim=1).clamp(min=1).sum().float(), minimum)
     return normalizer(mask.sum().float(), minimum)
-
-
-class LossTargets(NamedTuple):
-    """What the loss terms are computed against (see :meth:`DenseDetectionLoss.targets`).
-
-    Attributes:
-        cls_scores: (N, R) target score of the labelled class (after quality coupling),
-            0 on background.
-        cls_weights: (N, R) weight of each prior's classification loss (the assignment's,
-            × the level weight).
-        reg_weights: (N, R) weight of each regression positive's box loss (the
-            assignment's, × the level weight), 0 elsewhere.
-        quality_weights: (N, R) per-prior weights of the quality-branch loss, or None
-            (unweighted).
-        reg_ious: (N, R) IoU of each regression positive's detached prediction with its
-            regression gt, 0 elsewhere.
-    """
-
-    cls_scores: Tensor
-    cls_weights: Tensor
-    reg_weights: Tensor
-    quality_weights: Optional[Tensor]
-    reg_ious: Tensor
 
 
 class DenseDetectionLoss(nn.Module):
@@ -154,14 +131,13 @@ class DenseDetectionLoss(nn.Module):
         """
         num_classes = logits.shape[-1]
         pos = assignment.pos_mask
+        labelled = self.labelled_class_target(assignment, target_scores).to(logits.dtype)
+        target = soft_one_hot(assignment.labels, labelled, num_classes)
         if self.cls_loss == "focal":
-            target = soft_one_hot(assignment.labels, pos.to(logits.dtype), num_classes)
             loss = sigmoid_focal_loss(logits, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
         elif self.cls_loss == "qfl":
-            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
             loss = quality_focal_loss(logits, target, beta=self.qfl_beta)
         else:
-            target = soft_one_hot(assignment.labels, target_scores.to(logits.dtype), num_classes)
             loss = varifocal_loss(logits, target, alpha=self.vfl_alpha, gamma=self.vfl_gamma)
         loss = (loss.sum(dim=-1) * (assignment.cls_weights if weights is None else weights)).sum()
 
@@ -206,39 +182,30 @@ class DenseDetectionLoss(nn.Module):
         loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
         return self.box_weight * loss / norm
 
-    def targets(
-        self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, quality, update: bool
-    ) -> LossTargets:
-        """The targets and per-prior weights every term is computed against (no gradient).
+    def prior_weights(self, priors: Priors, assignment: Assignment, update: bool) -> Dict[str, Optional[Tensor]]:
+        """(N, R) per-prior weights of the loss terms (no gradient): ``"cls"`` and ``"reg"``
+        the assignment's ``cls_weights`` / ``reg_weights`` times the level weights, and
+        ``"quality"`` the quality branch's (None: unweighted). Without a level weighting they
+        are the assignment's own.
 
         ``update``: a training step — the level weighting adds the batch to its cumulative
         counters (otherwise the same weights are computed and nothing is stored).
         """
+        weights = {"cls": assignment.cls_weights, "reg": assignment.reg_weights, "quality": None}
+        if self.level_weighting is None:
+            return weights
         with torch.no_grad():
-            # IoUs of the detached predictions with their targets: the quality coupling's
-            # input (DSLA label_d, Dynamic ATSS soft targets, IoU branch) and a training
-            # statistic. Regression positives are measured against their regression gt,
-            # classification positives against their classification gt (they differ for DDOD).
-            detached = outputs["pred_boxes"].detach()
-            reg_ious = _masked_iou(detached, assignment.box_targets, assignment.reg_mask)
-            if assignment.shares_positives:
-                cls_ious = reg_ious
-            else:
-                cls_ious = _masked_iou(detached, assignment.cls_box_targets(), assignment.pos_mask)
-            target_scores = quality.classification_targets(assignment, cls_ious)
-            cls_weights, reg_weights, quality_weights = assignment.cls_weights, assignment.reg_weights, None
-            if self.level_weighting is not None:
-                # DDOD eqs. 3-5: level l's losses × w_l, classification by the counts of the
-                # classification positives, box and IoU branch by those of the regression ones.
-                w_cls, w_reg = self.level_weighting(priors, assignment.pos_mask, assignment.reg_mask, update)
-                cls_weights = cls_weights * w_cls[priors.levels]
-                reg_weights = reg_weights * w_reg[priors.levels]
-                quality_weights = w_reg[priors.levels].expand_as(reg_weights)
-                if update:
-                    for level, (wc, wr) in enumerate(zip(w_cls.tolist(), w_reg.tolist())):
-                        put_scalar(f"level_weight/cls_{level}", wc)
-                        put_scalar(f"level_weight/reg_{level}", wr)
-        return LossTargets(target_scores, cls_weights, reg_weights, quality_weights, reg_ious)
+            # DDOD eqs. 3-5: level l's losses × w_l, classification by the counts of the
+            # classification positives, box and IoU branch by those of the regression ones.
+            w_cls, w_reg = self.level_weighting(priors, assignment.pos_mask, assignment.reg_mask, update)
+            weights["cls"] = assignment.cls_weights * w_cls[priors.levels]
+            weights["reg"] = assignment.reg_weights * w_reg[priors.levels]
+            weights["quality"] = w_reg[priors.levels].expand_as(assignment.reg_weights)
+        if update:
+            for level, (wc, wr) in enumerate(zip(w_cls.tolist(), w_reg.tolist())):
+                put_scalar(f"level_weight/cls_{level}", wc)
+                put_scalar(f"level_weight/reg_{level}", wr)
+        return weights
 
     def forward(
         self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
@@ -257,40 +224,93 @@ class DenseDetectionLoss(nn.Module):
             ``loss_cls``, ``loss_box_reg`` and, with a supervised quality branch,
             ``loss_quality``.
         """
-        t = self.targets(outputs, priors, assignment, quality, update=self.training)
+        t = self.loss_targets(outputs, assignment, quality=quality)
+        w = self.prior_weights(priors, assignment, update=self.training)
         put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
         losses = {
-            "loss_cls": self.classification(outputs["cls_logits"], assignment, t.cls_scores, t.cls_weights),
+            "loss_cls": self.classification(outputs["cls_logits"], assignment, t["target_scores"], w["cls"]),
             "loss_box_reg": self.regression(
-                outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors, t.reg_weights
+                outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors, w["reg"]
             ),
         }
         if quality.supervises_branch:
             norm = count_normalizer(assignment.reg_mask, self.quality_normalizer)
             losses["loss_quality"] = quality.branch_loss(
-                outputs["quality"][..., 0], priors, assignment, t.reg_ious, weights=t.quality_weights, norm=norm
+                outputs["quality"][..., 0], priors, assignment, t["reg_ious"], weights=w["quality"], norm=norm
             )
         if assignment.reg_mask.any():
-            put_scalar("mean_pos_iou", t.reg_ious[assignment.reg_mask].mean())
+            put_scalar("mean_pos_iou", t["reg_ious"][assignment.reg_mask].mean())
         return losses
+
+    def loss_targets(self, outputs: Mapping[str, Tensor], assignment: Assignment, *, quality) -> Dict[str, Tensor]:
+        """The per-prior quantities every loss term is computed from (no gradient).
+
+        IoUs of the detached predictions with their targets are the quality coupling's
+        input (DSLA label_d, Dynamic ATSS soft targets, IoU branch) and a training
+        statistic. Regression positives are measured against their regression gt,
+        classification positives against their classification gt (the two differ only for
+        DDOD).
+
+        Returns:
+            ``"reg_ious"`` (N, R) (0 off ``reg_mask``), ``"cls_ious"`` (N, R) (0 off the
+            classification positives) and ``"target_scores"`` (N, R), the quality
+            coupling's classification target of the labelled class.
+        """
+        with torch.no_grad():
+            detached = outputs["pred_boxes"].detach()
+            reg_ious = _masked_iou(detached, assignment.box_targets, assignment.reg_mask)
+            if assignment.shares_positives:
+                cls_ious = reg_ious
+            else:
+                cls_ious = _masked_iou(detached, assignment.cls_box_targets(), assignment.pos_mask)
+            target_scores = quality.classification_targets(assignment, cls_ious)
+        return {"reg_ious": reg_ious, "cls_ious": cls_ious, "target_scores": target_scores}
+
+    def labelled_class_target(self, assignment: Assignment, target_scores: Tensor) -> Tensor:
+        """(N, R) target of the labelled class the classification loss uses: 1 on every
+        positive for the hard focal loss, the quality-coupled soft target for QFL / VFL;
+        0 on background."""
+        if self.cls_loss == "focal":
+            return assignment.pos_mask.to(target_scores.dtype)
+        return target_scores
 
     def describe_targets(
         self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
     ) -> Dict[str, Tensor]:
-        """What each prior is trained towards, by the code path of :meth:`forward`, without
-        gradient and without touching any state (the level counters stay as they are).
+        """What each prior learns, as the loss sees it (for visualisation and statistics),
+        from the same :meth:`loss_targets` as :meth:`forward`, without gradient.
 
+        Args: as :meth:`forward` (``box_coder`` is unused: it only encodes targets).
         Returns:
-            ``cls_target`` (N, R): target score of the labelled class, 0 on background;
-            ``cls_weight`` (N, R): weight of the prior's classification loss (level weights
-            included); ``reg_weight`` (N, R): weight of its box loss, 0 if it has none.
+            (N, R) tensors: ``"cls_target"`` the classification target of the labelled class
+            (DSLA label_d, Dynamic ATSS PIoU, 1 for hard methods; 0 on background),
+            ``"cls_target_static"`` the assigner's score before quality coupling
+            (``Assignment.cls_scores``: DSLA label_s), ``"cls_weight"`` the per-prior
+            classification loss weight (DDOD's level weights included), ``"reg_mask"``
+            (bool) the regression positives, ``"reg_weight"`` the box-loss weight (level
+            weights included; 0 off ``reg_mask``), ``"cls_iou"`` /
+            ``"reg_iou"`` the IoUs of the detached predictions with the classification /
+            regression gt, and with a supervised branch ``"quality_target"`` (0 off
+            ``reg_mask``).
         """
-        t = self.targets(outputs, priors, assignment, quality, update=False)
-        return {
-            "cls_target": t.cls_scores,
-            "cls_weight": t.cls_weights,
-            "reg_weight": torch.where(assignment.reg_mask, t.reg_weights, torch.zeros_like(t.reg_weights)),
-        }
+        t = self.loss_targets(outputs, assignment, quality=quality)
+        w = self.prior_weights(priors, assignment, update=False)  # the level counters stay as they are
+        with torch.no_grad():
+            mask = assignment.reg_mask
+            zeros = torch.zeros_like(t["reg_ious"])
+            out = {
+                "cls_target": self.labelled_class_target(assignment, t["target_scores"]),
+                "cls_target_static": assignment.cls_scores,
+                "cls_weight": w["cls"],
+                "reg_mask": mask,
+                "reg_weight": torch.where(mask, w["reg"], zeros),
+                "cls_iou": t["cls_ious"],
+                "reg_iou": t["reg_ious"],
+            }
+            if quality.supervises_branch:
+                branch = quality.branch_targets(priors, assignment, t["reg_ious"])
+                out["quality_target"] = torch.where(mask, branch, zeros)
+        return out
 
 
 def _masked_iou(pred_boxes: Tensor, targets: Tensor, mask: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from ..losses.dense_loss import DenseDetectionLoss
 from ..priors import PriorGenerator, Priors
 from ..quality.coupling import QualityCoupling
 from ..utils.progress import TrainingProgress
+from .agreement import check_parts_agree
 from .yacs_bridge import lazy_model_kwargs
 
 __all__ = ["AssignedDenseDetector", "TOPK_MODES"]
@@ -92,6 +93,7 @@ class AssignedDenseDetector(DenseDetector):
         pixel_mean=(103.53, 116.28, 123.675),
         pixel_std=(1.0, 1.0, 1.0),
     ):
+        check_parts_agree(backbone, head, head_in_features, prior_generator, num_classes)
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.prior_generator = prior_generator
         self.box_coder = box_coder
@@ -148,9 +150,18 @@ class AssignedDenseDetector(DenseDetector):
 
     # ------------------------------------------------------------------ training
     def forward_training(self, images: ImageList, features, predictions, gt_instances: List[Instances]):
-        priors, outputs = self.decode(predictions, features)
-        assignment = self.assigner(priors, gt_instances, self.num_classes, outputs, progress=self.training_progress)
+        priors, outputs, assignment = self.assign_batch(features, predictions, gt_instances)
         return self.loss(outputs, priors, assignment, box_coder=self.box_coder, quality=self.quality)
+
+    def assign_batch(self, features: List[Tensor], predictions: Dict[str, List[Tensor]], gt_instances: List[Instances]):
+        """Steps 1-3 of a training step: the priors, the flattened outputs (with
+        ``"pred_boxes"``) and the assigner's :class:`~dsla_d2.assigners.Assignment`.
+        ``forward_training`` and ``tools/visualize_assignment.py`` both call this, so the
+        visualised assignment is the one training uses."""
+        priors, outputs = self.decode(predictions, features)
+        progress = self.training_progress
+        assignment = self.assigner(priors, gt_instances, self.num_classes, outputs, progress=progress)
+        return priors, outputs, assignment
 
     # ------------------------------------------------------------------ inference
     def forward_inference(self, images: ImageList, features, predictions) -> List[Instances]:

@@ -4,11 +4,15 @@ lazy model description.
 :func:`dsla_d2.serving.lazy_to_yacs` stores the lazy config's ``model`` node, verbatim as
 YAML, in ``cfg.MODEL.DSLA_D2.LAZY_MODEL``; the meta-architectures' ``from_config`` call
 :func:`lazy_model_kwargs` to instantiate it back. It lives beside the meta-architectures so
-that the model never imports the serving layer.
+that the model never imports the serving layer. The node's ``_target_``\ s must be in
+dsla_d2, detectron2, torch or torchvision, or in ``MODEL.DSLA_D2.ALLOWED_TARGETS``
+(:mod:`dsla_d2.utils.trust`): a ``config.yaml`` is data, not code to run.
 """
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from detectron2.config import CfgNode, instantiate
+
+from ..utils.trust import check_targets
 
 __all__ = ["lazy_model_kwargs"]
 
@@ -23,4 +27,6 @@ def lazy_model_kwargs(ycfg: CfgNode) -> dict:
             "Build it with dsla_d2.serving.lazy_to_yacs(lazy_cfg)."
         ) from None
     node = OmegaConf.create(text)
+    # a trust boundary: only dsla_d2/detectron2/torch/torchvision targets, or those allowed
+    check_targets(node, ycfg.MODEL.DSLA_D2.get("ALLOWED_TARGETS", []), source="MODEL.DSLA_D2.LAZY_MODEL")
     return {k: instantiate(v) if isinstance(v, (DictConfig, ListConfig)) else v for k, v in node.items() if k != "_target_"}

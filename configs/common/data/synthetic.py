@@ -6,14 +6,17 @@ from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.evaluation import COCOEvaluator
 
 from dsla_d2.data.mapper import CheckedDatasetMapper
+from dsla_d2.engine.data_order import build_resumable_train_loader
 
 dataloader = OmegaConf.create()
 
-dataloader.train = L(build_detection_train_loader)(
+# build_detection_train_loader's arguments; the stream is a function of (seed, iteration),
+# so --resume continues it exactly (dsla_d2/engine/data_order.py)
+dataloader.train = L(build_resumable_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="dsla_synth_train", filter_empty=False),
     mapper=L(CheckedDatasetMapper)(
         is_train=True,
