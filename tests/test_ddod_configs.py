@@ -142,8 +142,9 @@ def test_main_configs(rel):
         assert m.prior_generator.anchor_scale == atss.model.prior_generator.anchor_scale == 4
         for key in ("in_channels", "channels", "num_convs", "norm"):
             assert m.head[key] == atss.model.head[key]
-        for node in ("optimizer", "lr_multiplier", "train", "dataloader"):
+        for node in ("lr_multiplier", "train", "dataloader"):
             assert cfg[node] == atss[node], node
+        assert cfg.optimizer.lr == atss.optimizer.lr and cfg.optimizer._target_ is atss.optimizer._target_
     else:
         # spec §4 R-50 1x: SGD lr 0.02 at batch 16, momentum 0.9, wd 1e-4 on every parameter
         # (mmdetection's groups without paramwise_cfg), linear warm-up over 500 iterations
@@ -177,3 +178,30 @@ def test_coco_models_build():
         assert type(model.head.reg_tower[3]).__name__ == "Conv2d"
         assert model.loss.level_weighting.cls_counts.tolist() == [0] * 5
         assert model.head.box_reg.bias.tolist() == ([1.5] * 4 if "fcos" in rel else [0.0] * 4)
+
+
+def test_embedded_optimizer_differs_only_on_the_offset_layers():
+    # The shared AdamW groups (lr 3e-3, weight decay 0.05, none on norms and biases) on
+    # every parameter but the deformable convs' offset layers: lr 3e-3 × 0.1 = 3e-4 there
+    # (and mmdetection's rule keeps weight decay on the offset layer's bias).
+    atss = LazyConfig.load(os.path.join(REPO, "configs", "atss_r18_synth.py"))
+    for rel in ("ddod_r18_synth.py", "ddod_fcos_r18_synth.py"):
+        cfg = load(rel)
+        model = instantiate(cfg.model)
+
+        def groups(optimizer_cfg):
+            optimizer_cfg = copy.deepcopy(optimizer_cfg)
+            optimizer_cfg.params.model = model
+            opt = instantiate(optimizer_cfg)
+            return {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+
+        ours, shared = groups(cfg.optimizer), groups(atss.optimizer)
+        offsets = 0
+        for name, p in model.named_parameters():
+            if ".offset_conv." in name:
+                offsets += 1
+                assert ours[id(p)][0] == pytest.approx(3e-4) and shared[id(p)][0] == pytest.approx(3e-3), name
+                assert ours[id(p)][1] == 0.05 and shared[id(p)][1] == (0.0 if name.endswith("bias") else 0.05), name
+            else:
+                assert ours[id(p)] == pytest.approx(shared[id(p)]), name
+        assert offsets == 4  # weight and bias of the two towers' first conv
