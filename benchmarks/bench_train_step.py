@@ -30,6 +30,8 @@ DEFAULT = [
     "projects/DDOD/configs/ddod_fcos_r18_synth.py",
     "configs/foveabox_r18_synth.py",
     "projects/DSLA/configs/foveabox_dsla_r18_synth.py",
+    "projects/DW/configs/fcos_dw_r18_synth.py",
+    "projects/DW/configs/fcos_dw_refine_r18_synth.py",
 ]
 
 
@@ -38,11 +40,19 @@ def fixed_batch(n):
     return [mapper(d) for d in DatasetCatalog.get("dsla_synth_val")[:n]]
 
 
-def time_steps(path, batch, steps):
-    """Median seconds of a train step of the config's model, after 2 untimed steps."""
+def build_model(path):
     cfg = LazyConfig.load(path)
     torch.manual_seed(0)
-    model = instantiate(cfg.model).train()
+    return instantiate(cfg.model).train()
+
+
+def time_steps(path, batch, steps):
+    """Median seconds of a train step of the config's model, after 2 untimed steps."""
+    return time_model_steps(build_model(path), batch, steps)
+
+
+def time_model_steps(model, batch, steps):
+    """Median seconds of a train step of ``model``, after 2 untimed steps."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     times = []
     with EventStorage(0):

@@ -7,27 +7,13 @@ This module sits below every part of the model: it imports nothing from ``dsla_d
 import torch
 from torch import Tensor
 
-__all__ = ["point_box_ltrb", "aligned_ltrb", "centerness_from_ltrb", "aligned_box_iou", "center_sampling_mask"]
-
-
-def point_box_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
-    """Distances from points to box sides.
-
-    Args:
-        points: (R, 2) (x, y).
-        boxes: (N, G, 4) XYXY.
-    Returns:
-        (N, R, G, 4): (l, t, r, b) = (x − x1, y − y1, x2 − x, y2 − y).
-    """
-    x = points[None, :, None, 0]
-    y = points[None, :, None, 1]
-    b = boxes[:, None]
-    return torch.stack([x - b[..., 0], y - b[..., 1], b[..., 2] - x, b[..., 3] - y], dim=-1)
+__all__ = ["aligned_ltrb", "centerness_from_ltrb", "aligned_box_iou", "center_sampling_mask"]
 
 
 def aligned_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
-    """(R, 2) points and (N, R, 4) boxes (one box per point) -> (N, R, 4) distances
-    (l, t, r, b) = (x − x1, y − y1, x2 − x, y2 − y)."""
+    """Distances (l, t, r, b) = (x − x1, y − y1, x2 − x, y2 − y) of each point to the
+    sides of its own box: (..., 2) points and (..., 4) boxes (broadcastable, e.g. (R, 2)
+    and (N, R, 4), or one row per (prior, gt) pair) -> (..., 4)."""
     return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
 
 
@@ -63,14 +49,13 @@ def center_sampling_mask(points: Tensor, strides: Tensor, boxes: Tensor, radius:
     """FCOS center sampling: point strictly inside the square of half-side radius·stride
     around the gt centre, clipped to the gt box.
 
-    Args:
-        points: (R, 2); strides: (R,); boxes: (N, G, 4).
+    Args (broadcastable, e.g. one row per (prior, gt) pair):
+        points: (..., 2); strides: (...) stride of each point's level; boxes: (..., 4).
     Returns:
-        (N, R, G) bool.
+        (...) bool.
     """
-    centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
-    half = (radius * strides)[None, :, None, None]  # (1, R, 1, 1)
-    lo = torch.max(centers[:, None] - half, boxes[:, None, :, :2])
-    hi = torch.min(centers[:, None] + half, boxes[:, None, :, 2:])
-    p = points[None, :, None]
-    return ((p > lo) & (p < hi)).all(dim=-1)
+    centers = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = (radius * strides)[..., None]
+    lo = torch.max(centers - half, boxes[..., :2])
+    hi = torch.min(centers + half, boxes[..., 2:])
+    return ((points > lo) & (points < hi)).all(dim=-1)

@@ -466,7 +466,7 @@ def test_registration_is_lazy_and_loads(fresh_registration):
 
     root = fresh_registration
     names = register_synthetic_datasets()
-    assert names == ["dsla_synth_train", "dsla_synth_val", "dsla_synth_tiny"]
+    assert names == ["dsla_synth_train", "dsla_synth_val", "dsla_synth_tiny", "dsla_synth_crowd"]
     assert register_synthetic_datasets() == []  # idempotent
     assert not (root / "tiny.json").exists() and not (root / "train.json").exists()
 

@@ -14,6 +14,7 @@ import torch
 
 import dsla_d2  # noqa: F401
 from dsla_d2.assigners.base import ASSIGNER_REGISTRY, GTBatch
+from dsla_d2.assigners.pairs import CandidatePairs
 from dsla_d2.assigners.dsla import DSLAAssigner, relaxation_score, relaxed_ranges
 from dsla_d2.assigners.fcos import FCOSAssigner
 from dsla_d2.priors import PriorGenerator, Priors
@@ -330,8 +331,13 @@ def test_many_boxes_vectorised_and_bounded():
     ls = a.extras["label_s"]
     assert ((ls >= 0) & (ls <= 1)).all()
     assert torch.equal(a.pos_mask, ls > 0)
-    full, _, _ = asg.static_labels(grid, GTBatch.from_instances(gts))
-    assert torch.allclose(ls, full.max(dim=-1).values)
+    # label_s of every (image, prior, gt) — all 2 × R × 300 pairs — row maximum
+    gtb = GTBatch.from_instances(gts)
+    n, r, g_ = 2, len(grid), 300
+    image, prior, gt_idx = torch.meshgrid(torch.arange(n), torch.arange(r), torch.arange(g_), indexing="ij")
+    every = CandidatePairs(image.flatten(), prior.flatten(), gt_idx.flatten(), g_)
+    full, _, _ = asg.static_labels(grid, gtb, every)
+    assert torch.allclose(ls, full.view(n, r, g_).max(dim=-1).values)
 
 
 def test_continuity_across_range_boundary():

@@ -17,6 +17,7 @@ import torch
 
 from dsla_d2.assigners.base import GTBatch
 from dsla_d2.assigners.fovea import FoveaAssigner, fovea_mask, paint_order_match
+from dsla_d2.assigners.pairs import CandidatePairs
 from dsla_d2.box_coders import FoveaLogBoxCoder
 from dsla_d2.heads import FoveaBoxHead
 from dsla_d2.losses import DenseDetectionLoss
@@ -121,11 +122,12 @@ def test_fovea_mask_matches_pixel_interval():
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(1, 40, 2, generator=g) * 100
     boxes = torch.cat([xy, xy + 1 + torch.rand(1, 40, 2, generator=g) * 60], -1)
-    mask = fovea_mask(priors, boxes, 0.4)
+    # every (point, box) pair: (R, 1, ·) against (1, 40, ·)
+    mask = fovea_mask(priors.points[:, None], priors.strides[:, None], boxes[0][None], 0.4)
     c = (boxes[..., :2] + boxes[..., 2:]) / 2
     half = 0.2 * (boxes[..., 2:] - boxes[..., :2])
     d = (priors.points[None, :, None] - c[:, None]).abs()
-    assert torch.equal(mask, (d <= half[:, None]).all(-1))
+    assert torch.equal(mask, (d <= half[:, None]).all(-1)[0])
 
 
 # --------------------------------------------------------------------------- scale ranges
@@ -202,14 +204,15 @@ def test_paint_order_match_equals_sequential_painting():
     g = torch.Generator().manual_seed(3)
     cand = torch.rand(2, 50, 7, generator=g) < 0.3
     areas = torch.randint(1, 4, (2, 7), generator=g).float()  # many ties
-    matched = paint_order_match(cand, areas)
+    pairs = CandidatePairs(*cand.nonzero().unbind(1), 7)  # (image, point, gt), any order
+    matched = paint_order_match(pairs, areas, 2, 50)
     for n in range(2):
         order = sorted(range(7), key=lambda k: -areas[n, k].item())  # stable
         painted = torch.full((50,), -1, dtype=torch.long)
         for k in order:
             painted[cand[n, :, k]] = k
         assert torch.equal(matched[n], painted)
-    assert paint_order_match(torch.zeros(1, 5, 0, dtype=torch.bool), torch.zeros(1, 0)).tolist() == [[-1] * 5]
+    assert paint_order_match(CandidatePairs.empty(0), torch.zeros(1, 0), 1, 5).tolist() == [[-1] * 5]
 
 
 # --------------------------------------------------------------------------- bad input

@@ -68,7 +68,10 @@ def test_two_cpu_processes_equal_one_process_on_the_combined_batch(tmp_path):
         for k in LOSSES:
             assert r2[k] == pytest.approx(r1[k], rel=1e-5), (r1["iteration"], k)
     w1, w2 = (torch.load(p / "model_final.pth")["model"] for p in (one, two))
-    assert all(torch.allclose(w1[k].float(), w2[k].float(), rtol=1e-4, atol=1e-7) for k in w1)
+    # atol 1e-6: float32 summation order differs between 1 and 2 processes. With the FCOS
+    # config's norm_on_bbox box output (issue 11) that noise reaches 7e-7 on weights whose
+    # second SGD step is ~1e-2 (5e-5 of the step); a wrong gradient scale would be ~the step.
+    assert all(torch.allclose(w1[k].float(), w2[k].float(), rtol=1e-4, atol=1e-6) for k in w1)
 
     # evaluation gathered the predictions of both processes: all 16 images, same AP
     assert len(predicted_images(two)) == 16 and predicted_images(two) == predicted_images(one)

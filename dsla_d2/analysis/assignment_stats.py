@@ -13,7 +13,7 @@ assignment and the loss's own targets), vectorised over images, priors and gts:
   assigner resolved them — to the smallest of those gts (ties included), to the largest, to
   another one of them, to a gt that does not contain the point, or to background. The
   (prior, gt) containment is enumerated from the grid geometry
-  (:func:`~dsla_d2.assigners.pairs.grid_rectangle_pairs`), not as a priors × gts grid.
+  (:func:`~dsla_d2.assigners.pairs.inside_box_pairs`), not as a priors × gts grid.
 """
 import math
 from typing import Dict, List, Optional, Sequence
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from tabulate import tabulate
 
-from ..assigners.pairs import grid_index_span, grid_rectangle_pairs
+from ..assigners.pairs import inside_box_pairs
 from .assignment_view import BatchAssignment
 
 __all__ = ["AssignmentStatistics", "SIZE_BUCKETS", "RESOLUTIONS", "format_statistics"]
@@ -195,19 +195,9 @@ class AssignmentStatistics:
 def _containing_pairs(priors, gt):
     """(image·R + prior, gt index, gt area) of every (prior, valid gt) pair whose prior
     point lies strictly inside the gt box (FCOS's inside test: l, t, r, b > 0)."""
-    n, g = gt.classes.shape
-    device = gt.boxes.device
-    strides = torch.tensor(priors.level_strides, device=device)
-    b = gt.boxes[:, :, None, :]  # (N, G, 1, 4)
-    cols = grid_index_span(b[..., 0], b[..., 2], strides, priors.offset)
-    rows = grid_index_span(b[..., 1], b[..., 3], strides, priors.offset)
-    active = gt.valid[:, :, None].expand(n, g, len(strides))
-    pairs = grid_rectangle_pairs(priors, cols, rows, active)
-    p = priors.points[pairs.prior]
-    box = gt.boxes[pairs.image, pairs.gt]
-    inside = ((p > box[:, :2]) & (p < box[:, 2:])).all(dim=1)
-    key = (pairs.image * len(priors) + pairs.prior)[inside]
-    return key, pairs.gt[inside], gt.areas[pairs.image, pairs.gt][inside]
+    pairs = inside_box_pairs(priors, gt.boxes, gt.valid)
+    key = pairs.image * len(priors) + pairs.prior
+    return key, pairs.gt, gt.areas[pairs.image, pairs.gt]
 
 
 def _per_level(levels, per_prior, num_levels):

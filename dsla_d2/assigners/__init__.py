@@ -5,6 +5,7 @@ from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .ddod import DDODAssigner, ddod_cost
 from .dsla import DSLAAssigner, relaxation_score, relaxed_ranges
 from .dsla_fovea import DSLAFoveaAssigner
+from .dw import DWAssigner
 from .fcos import DEFAULT_SIZE_RANGES, FCOSAssigner
 from .fovea import FOVEA_SCALE_RANGES, FoveaAssigner, fovea_mask, gt_sqrt_areas, paint_order_match
 

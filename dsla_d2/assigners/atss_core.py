@@ -5,6 +5,12 @@ assigner: ATSS (anchor IoU), Dynamic ATSS (combined IoUs) and DDOD (cost-based A
 nearest centres), thresholds their quality at mean + unbiased std, applies the centre-inside
 rule and resolves priors claimed by several gts. The quality itself is the one piece a
 method supplies (:data:`CandidateQuality`), evaluated on the candidates only.
+
+Sparse: the candidates come from a window around each gt centre
+(:func:`~dsla_d2.assigners.nearest.nearest_candidates`, exactly the dense selection), the
+quality and threshold are computed on the (N, K, G) candidate tensor only (K = Σ_l
+min(k, n_l), 45 for k = 9 on 5 levels), and positives claimed by several gts are resolved
+per prior by :class:`~dsla_d2.assigners.winners.PriorWinners` — no (N, R, G) tensor.
 """
 from dataclasses import dataclass
 from typing import Callable, List, Tuple
@@ -15,6 +21,9 @@ from torch import Tensor
 from ..box_ops import centerness_from_ltrb
 from ..priors import Priors
 from .base import GTBatch
+from .nearest import nearest_candidates, select_topk_candidates  # noqa: F401  (re-exported)
+from .pairs import CandidatePairs
+from .winners import PriorWinners
 
 __all__ = [
     "ATSSMatch",
@@ -24,36 +33,6 @@ __all__ = [
     "select_topk_candidates",
     "unbiased_std",
 ]
-
-
-def select_topk_candidates(distances: Tensor, num_per_level: List[int], topk: int) -> Tensor:
-    """Per level, the ``min(topk, n_level)`` priors nearest to each gt (ATSS step 2).
-
-    Ties in distance go to the lower prior index (stable sort), so the selection is
-    deterministic on every device.
-
-    Args:
-        distances: (N, R, G) distances between prior centres and gt centres, levels
-            concatenated along R in the order of ``num_per_level``.
-        num_per_level: priors per level (sums to R).
-        topk: k.
-    Returns:
-        (N, K, G) int64 prior indices into R, K = Σ_l min(k, n_l); within one (image, gt)
-        column they are distinct.
-    """
-    chunks = []
-    start = 0
-    for n in num_per_level:  # ≤ 5 FPN levels: the only Python loop
-        k = min(int(topk), int(n))
-        if k > 0:
-            d = distances[:, start : start + n]
-            order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-            chunks.append(order + start)
-        start += n
-    if not chunks:
-        n_img, _, g = distances.shape
-        return torch.zeros(n_img, 0, g, dtype=torch.long, device=distances.device)
-    return torch.cat(chunks, dim=1)
 
 
 def unbiased_std(values: Tensor, dim: int) -> Tensor:
@@ -89,11 +68,11 @@ class ATSSMatch:
 
 
 def atss_match(priors: Priors, gt: GTBatch, quality: CandidateQuality, topk: int, center_margin: float) -> ATSSMatch:
-    """The ATSS selection core shared by ATSS, Dynamic ATSS and DDOD (steps 1-5 of the
-    module docstring): candidates = the ``topk`` priors per level nearest to each gt centre;
-    the candidates' quality (from ``quality``) against its mean + unbiased std threshold;
-    the prior's centre more than ``center_margin`` inside the gt; a prior positive for
-    several gts takes the highest quality (exact ties: the lowest gt index).
+    """The ATSS selection core shared by ATSS, Dynamic ATSS and DDOD: candidates = the
+    ``topk`` priors per level nearest to each gt centre; the candidates' quality (from
+    ``quality``) against its mean + unbiased std threshold; the prior's centre more than
+    ``center_margin`` inside the gt; a prior positive for several gts takes the highest
+    quality (exact ties: the lowest gt index).
 
     Only ``quality`` differs between methods; candidate enumeration, the threshold, the
     centre rule and the per-prior resolution live here once.
@@ -118,9 +97,8 @@ def atss_match(priors: Priors, gt: GTBatch, quality: CandidateQuality, topk: int
     anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
     gt_centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
 
-    # Steps 1-2: L2 distance anchor centre ↔ gt centre, k nearest per level.
-    dist = (anchor_centers[None, :, None, :] - gt_centers[:, None, :, :]).pow(2).sum(-1).sqrt()  # (N, R, G)
-    cand = select_topk_candidates(dist, priors.num_per_level, topk)  # (N, K, G)
+    # Steps 1-2: the k nearest anchor centres per level (L2), from a window per gt.
+    cand = nearest_candidates(priors, anchor_centers, gt_centers, gt.valid, topk)  # (N, K, G)
     k_total = cand.shape[1]
 
     # Step 3 (Dynamic ATSS eqs. 1-3): quality of the candidates and each gt's threshold,
@@ -139,14 +117,16 @@ def atss_match(priors: Priors, gt: GTBatch, quality: CandidateQuality, topk: int
     inside = ltrb.min(dim=-1).values > center_margin
     positive = (total >= threshold[:, None, :]) & inside & gt.valid[:, None, :]  # (N, K, G)
 
-    # Back to all priors; a prior positive for several gts takes the highest quality
-    # (exact ties: lowest gt index, the first maximum).
-    score = torch.full((n_img, n_pri, n_gt), float("-inf"), device=device, dtype=total.dtype)
-    score.scatter_(1, cand, torch.where(positive, total, torch.full_like(total, float("-inf"))))
-    best, matched = score.max(dim=2)  # (N, R)
-    is_pos = torch.isfinite(best)
-    matched = torch.where(is_pos, matched, torch.full_like(matched, -1))
-    return ATSSMatch(matched=matched, quality=torch.where(is_pos, best, torch.zeros_like(best)), threshold=threshold)
+    # A prior positive for several gts takes the highest quality (exact ties: the lowest
+    # gt index), resolved on the positive pairs only. The qualities (IoUs made finite,
+    # DDOD's costs of finite terms) are finite, where this equals a max over gts.
+    n_idx, k_idx, g_idx = positive.nonzero(as_tuple=True)
+    q = total[n_idx, k_idx, g_idx]
+    winners = PriorWinners(n_img, n_pri, ("max", "min"), device=device)
+    winners.update(CandidatePairs(n_idx, cand[n_idx, k_idx, g_idx], g_idx, n_gt), [q], {"quality": q})
+    matched = winners.matched
+    best = winners.value("quality", total.dtype)
+    return ATSSMatch(matched=matched, quality=best, threshold=threshold)
 
 
 def centerness_weights(priors: Priors, gt: GTBatch, matched: Tensor) -> Tensor:

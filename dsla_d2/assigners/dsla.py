@@ -1,8 +1,9 @@
 """DSLA's static smooth label assignment (Su, He et al., "DSLA: Dynamic smooth label
 assignment for efficient anchor-free object detection", Pattern Recognition 131, 2022, §3.1).
 
-For every image n, location r (level j, stride s_j) and ground truth g, all at once as
-(N, R, G) tensors:
+For every image n, location r (level j, stride s_j) and ground truth g whose box may
+hold r (the sparse candidate pairs of :func:`~dsla_d2.assigners.pairs.region_pair_chunks`;
+never an (N, R, G) grid):
 
 * centerness_s (eq. 2 with the **core zone** of eq. 5–6): FCOS centerness of the location in
   the box, set to 1 inside the square of side s_j centred on the box centre;
@@ -24,10 +25,13 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..box_ops import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
+from ..box_ops import aligned_ltrb, center_sampling_mask, centerness_from_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .fcos import DEFAULT_SIZE_RANGES
+from .pairs import CandidatePairs, region_pair_chunks
+from .regions import level_stride_table, level_table, max_distance_regions
+from .winners import PriorWinners
 
 __all__ = ["DSLAAssigner", "relaxed_ranges", "relaxation_score", "core_zone_mask"]
 
@@ -61,10 +65,10 @@ def relaxation_score(m: Tensor, lo: Tensor, hi: Tensor, glo: Tensor, ghi: Tensor
         h = 0                               otherwise
 
     Args:
-        m: (N, R, G) max(l, t, r, b) in pixels.
-        lo, hi, glo, ghi: broadcastable to ``m`` (e.g. (1, R, 1)).
+        m: (...) max(l, t, r, b) in pixels (e.g. one per (prior, gt) pair).
+        lo, hi, glo, ghi: broadcastable to ``m``.
     Returns:
-        (N, R, G) in [0, 1].
+        (...) in [0, 1].
     """
     zero = torch.zeros_like(m)
     left = (m - glo) / (lo - glo).clamp(min=RAMP_EPS)
@@ -79,14 +83,14 @@ def core_zone_mask(points: Tensor, strides: Tensor, boxes: Tensor) -> Tensor:
     """DSLA's core zone (eq. 5-6): |x − cx| ≤ s/2 and |y − cy| ≤ s/2 (inclusive, as the
     authors' code), s the stride of the point's own level.
 
-    Args:
-        points: (R, 2); strides: (R,); boxes: (N, G, 4).
+    Args (broadcastable, e.g. one row per (prior, gt) pair):
+        points: (..., 2); strides: (...); boxes: (..., 4).
     Returns:
-        (N, R, G) bool, not yet restricted to points inside the box.
+        (...) bool, not yet restricted to points inside the box.
     """
-    centers = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, G, 2)
-    delta = (points[None, :, None, :] - centers[:, None, :, :]).abs()  # (N, R, G, 2)
-    half = (strides / 2)[None, :, None, None]
+    centers = (boxes[..., :2] + boxes[..., 2:]) / 2
+    delta = (points - centers).abs()
+    half = (strides / 2)[..., None]
     return (delta <= half).all(dim=-1)
 
 
@@ -155,21 +159,23 @@ class DSLAAssigner(DenseAssigner):
         )
 
     # ------------------------------------------------------------------ label_s
-    def static_labels(self, priors: Priors, gt: GTBatch) -> Tuple[Tensor, Tensor, Tensor]:
-        """label_s, centerness_s and head_s of every (image, location, gt).
+    def static_labels(self, priors: Priors, gt: GTBatch, pairs: CandidatePairs) -> Tuple[Tensor, Tensor, Tensor]:
+        """label_s, centerness_s and head_s of (image, location, gt) pairs.
 
         Returns:
-            three (N, R, G) tensors; all 0 for invalid (padding / degenerate) gts.
+            three (P,) tensors, one value per pair; all 0 where the location is not inside
+            the gt (see ``center_sampling_radius`` / ``strict_inside``) or the gt is invalid.
         """
-        points, strides = priors.points, priors.strides
-        ltrb = point_box_ltrb(points, gt.boxes)  # (N, R, G, 4) = (l, t, r, b)
+        points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+        box = pairs.of_gt(gt.boxes)
+        ltrb = aligned_ltrb(points, box)  # (P, 4) = (l, t, r, b)
         if self.center_sampling_radius > 0:
-            inside = center_sampling_mask(points, strides, gt.boxes, self.center_sampling_radius)
+            inside = center_sampling_mask(points, strides, box, self.center_sampling_radius)
         elif self.strict_inside:
             inside = ltrb.min(dim=-1).values > 0
         else:
             inside = ltrb.min(dim=-1).values >= 0
-        inside = inside & gt.valid[:, None, :]
+        inside = inside & pairs.of_gt(gt.valid)
 
         # Eq. 2: FCOS centerness, denominators >= centerness_eps, 0 outside.
         ctr = centerness_from_ltrb(ltrb, eps=self.centerness_eps)
@@ -177,16 +183,16 @@ class DSLAAssigner(DenseAssigner):
         if self.core_zone:
             # Eq. 5-6: the core zone is the square of side s (the point's own level stride)
             # around the gt centre, clipped to the box; inclusive edges as the code.
-            in_core = core_zone_mask(points, strides, gt.boxes) & inside
+            in_core = core_zone_mask(points, strides, box) & inside
             ctr = torch.where(in_core, torch.ones_like(ctr), ctr)
 
         # Eq. 3-4: the head score from m = max(l, t, r, b) (pixels).
-        m = ltrb.max(dim=-1).values  # (N, R, G)
-        lo, hi = priors.per_level(self.size_ranges).unbind(-1)
-        lo, hi = lo[None, :, None], hi[None, :, None]
+        m = ltrb.max(dim=-1).values  # (P,)
+        level = pairs.of_prior(priors.levels)
+        lo, hi = level_table(priors, self.size_ranges).index_select(0, level).unbind(-1)
         if self.relaxation:
-            glo, ghi = priors.per_level(self.relaxed_size_ranges).unbind(-1)
-            head = relaxation_score(m, lo, hi, glo[None, :, None], ghi[None, :, None])
+            glo, ghi = level_table(priors, self.relaxed_size_ranges).index_select(0, level).unbind(-1)
+            head = relaxation_score(m, lo, hi, glo, ghi)
         else:
             head = ((m >= lo) & (m <= hi)).to(m.dtype)
         head = torch.where(inside, head, torch.zeros_like(head))
@@ -195,40 +201,25 @@ class DSLAAssigner(DenseAssigner):
         return label, ctr, head
 
     # ------------------------------------------------------------------ matching
-    @staticmethod
-    def match_highest(label: Tensor, areas: Tensor) -> Tensor:
-        """(N, R, G) label_s and (N, G) gt areas -> (N, R) matched gt index, -1 if none.
-
-        The highest label_s wins; ties: smaller area, then lower gt index.
-        """
-        n, r, g = label.shape
-        if g == 0:
-            return torch.full((n, r), -1, dtype=torch.long, device=label.device)
-        best = label.max(dim=-1, keepdim=True).values  # (N, R, 1)
-        tied = (label == best) & (best > 0)
-        area = torch.where(tied, areas[:, None, :].expand_as(label), torch.full_like(label, float("inf")))
-        tied = tied & (area == area.min(dim=-1, keepdim=True).values)
-        index = torch.arange(g, device=label.device).expand_as(label)
-        index = torch.where(tied, index, torch.full_like(index, g)).min(dim=-1).values
-        return torch.where(index < g, index, torch.full_like(index, -1))
-
     def assign(self, priors: Priors, gt: GTBatch, num_classes: int, **preds) -> Assignment:
-        label, ctr, head = self.static_labels(priors, gt)
-        matched = self.match_highest(label, gt.areas)
-        pos = matched >= 0
-
-        def of_match(t: Tensor) -> Tensor:  # (N, R, G) -> (N, R) value of the matched gt
-            if t.shape[-1] == 0:
-                return torch.zeros(t.shape[:2], dtype=t.dtype, device=t.device)
-            v = torch.gather(t, 2, matched.clamp(min=0)[..., None]).squeeze(-1)
-            return torch.where(pos, v, torch.zeros_like(v))
-
-        label_s = of_match(label)
+        # label_s > 0 needs the location inside the gt and h > 0, i.e. m within the level's
+        # relaxed bounds (the plain range without relaxation): the candidate regions.
+        bounds = self.relaxed_size_ranges if self.relaxation else self.size_ranges
+        lo, hi, active = max_distance_regions(
+            gt.boxes, gt.valid, level_table(priors, bounds), level_stride_table(priors), self.center_sampling_radius
+        )
+        areas = gt.areas
+        # Ambiguity (§3.1): the highest label_s wins; ties: smaller area, then lower index.
+        winners = PriorWinners(gt.classes.shape[0], len(priors), ("max", "min", "min"), device=areas.device)
+        for pairs in region_pair_chunks(priors, lo, hi, active):
+            label, ctr, head = self.static_labels(priors, gt, pairs)
+            keep = (label > 0).nonzero().squeeze(1)
+            pairs = pairs.take(keep)
+            label, ctr, head = (t.index_select(0, keep) for t in (label, ctr, head))
+            values = {"label_s": label, "centerness_s": ctr, "head_s": head}
+            winners.update(pairs, [label, pairs.of_gt(areas)], values)
+        label_s = winners.value("label_s", areas.dtype)
+        extras = {name: winners.value(name, areas.dtype) for name in ("label_s", "centerness_s", "head_s")}
         return Assignment.from_matches(
-            gt,
-            matched,
-            num_classes,
-            cls_scores=label_s,
-            reg_weights=label_s,
-            extras={"label_s": label_s, "centerness_s": of_match(ctr), "head_s": of_match(head)},
+            gt, winners.matched, num_classes, cls_scores=label_s, reg_weights=label_s, extras=extras
         )

@@ -18,6 +18,8 @@ corrected by the DSLA spec) inside FoveaBox's own geometry:
 * ambiguity: the gt with the **highest** label_s wins (DSLA); ties go to the smaller gt,
   then to the higher index — FoveaBox's painting order, so with binary labels this
   reduces to the baseline's rule.
+* sparse: h_l depends only on the gt and the level, so only the levels with h_l > 0 are
+  visited, and on them only the points inside the box (or fovea); never an (N, R, G) grid.
 
 The dynamic part (label_d = label_s · IoU of the detached decoded prediction) is the
 shared :class:`~dsla_d2.quality.QualityCoupling` with ``cls_target="iou_product"``; QFL,
@@ -29,11 +31,14 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..box_ops import centerness_from_ltrb, point_box_ltrb
+from ..box_ops import aligned_ltrb, centerness_from_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .dsla import core_zone_mask, relaxation_score, relaxed_ranges
-from .fovea import FOVEA_SCALE_RANGES, fovea_mask, gt_sqrt_areas, paint_order_match
+from .fovea import FOVEA_SCALE_RANGES, PAINT_ORDER, fovea_mask, gt_sqrt_areas
+from .pairs import CandidatePairs, region_pair_chunks
+from .regions import centered_regions, level_table
+from .winners import PriorWinners
 
 __all__ = ["DSLAFoveaAssigner"]
 
@@ -82,39 +87,48 @@ class DSLAFoveaAssigner(DenseAssigner):
         relaxed = relaxed_ranges(self.scale_ranges, self.kappa)
         self.relaxed_ranges = relaxed if self.relaxation else list(self.scale_ranges)
 
-    def static_labels(self, priors: Priors, gt: GTBatch) -> Tensor:
-        """(N, R, G) label_s of every point for every gt; 0 where not a candidate."""
-        ltrb = point_box_ltrb(priors.points, gt.boxes)  # (N, R, G, 4)
+    def level_scores(self, priors: Priors, gt: GTBatch) -> Tensor:
+        """(N, G, L) h_l(sqrt(w·h)) of every gt on every level; 0 for invalid gts."""
+        lo, hi = level_table(priors, self.scale_ranges).unbind(-1)
+        glo, ghi = level_table(priors, self.relaxed_ranges).unbind(-1)
+        h = relaxation_score(gt_sqrt_areas(gt)[..., None], lo, hi, glo, ghi)
+        return torch.where(gt.valid[..., None], h, torch.zeros_like(h))
+
+    def static_labels(self, priors: Priors, gt: GTBatch, pairs: CandidatePairs, level_scores: Tensor) -> Tensor:
+        """(P,) label_s of (image, point, gt) pairs; 0 where not a candidate.
+
+        Args:
+            level_scores: (N, G, L) from :meth:`level_scores`.
+        """
+        points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+        box = pairs.of_gt(gt.boxes)
+        ltrb = aligned_ltrb(points, box)  # (P, 4)
         inside = ltrb.min(dim=-1).values > 0  # strict, as DSLA
         c = centerness_from_ltrb(ltrb, eps=self.centerness_eps)
         if self.core_zone:
-            core = core_zone_mask(priors.points, priors.strides, gt.boxes) & inside
+            core = core_zone_mask(points, strides, box) & inside
             c = torch.where(core, torch.ones_like(c), c)
-        lo, hi = priors.per_level(self.scale_ranges).unbind(-1)
-        glo, ghi = priors.per_level(self.relaxed_ranges).unbind(-1)
-        h = relaxation_score(
-            gt_sqrt_areas(gt)[:, None, :], lo[None, :, None], hi[None, :, None], glo[None, :, None], ghi[None, :, None]
-        )
-        keep = inside & gt.valid[:, None, :]
+        h = level_scores[pairs.image, pairs.gt, pairs.of_prior(priors.levels)]
+        keep = inside & pairs.of_gt(gt.valid)
         if self.fovea_region:
-            keep = keep & fovea_mask(priors, gt.boxes, self.sigma)
+            keep = keep & fovea_mask(points, strides, box, self.sigma)
         label = c * h
         return torch.where(keep, label, torch.zeros_like(label))
 
     def assign(self, priors: Priors, gt: GTBatch, num_classes: int, **preds) -> Assignment:
-        labels = self.static_labels(priors, gt)  # (N, R, G)
-        candidate = labels > 0
-        n, r, g = labels.shape
-        if g == 0:
-            matched = torch.full((n, r), -1, dtype=torch.long, device=labels.device)
-            label_s = torch.zeros(n, r, device=labels.device)
-        else:
-            # Highest label_s wins (DSLA); ties: FoveaBox's painting rule (smaller gt,
-            # then higher index) among the tied gts.
-            best = torch.where(candidate, labels, torch.full_like(labels, -1.0)).max(dim=-1, keepdim=True).values
-            matched = paint_order_match(candidate & (labels == best), gt_sqrt_areas(gt))
-            label_s = torch.gather(labels, 2, matched.clamp(min=0)[..., None]).squeeze(2)
-            label_s = torch.where(matched >= 0, label_s, torch.zeros_like(label_s))
+        h = self.level_scores(priors, gt)
+        fraction = self.sigma if self.fovea_region else 1.0
+        lo, hi, _ = centered_regions(gt.boxes, gt.valid, len(priors.num_per_level), fraction)
+        sqrt_areas = gt_sqrt_areas(gt)
+        # Highest label_s wins (DSLA); ties: FoveaBox's painting rule (smaller gt, then
+        # higher index) among the tied gts.
+        winners = PriorWinners(gt.classes.shape[0], len(priors), ("max",) + PAINT_ORDER, device=sqrt_areas.device)
+        for pairs in region_pair_chunks(priors, lo, hi, h > 0):
+            label = self.static_labels(priors, gt, pairs, h)
+            cand = (label > 0).nonzero().squeeze(1)
+            pairs, label = pairs.take(cand), label.index_select(0, cand)
+            winners.update(pairs, [label, pairs.of_gt(sqrt_areas)], {"label_s": label})
+        label_s = winners.value("label_s", sqrt_areas.dtype)
         return Assignment.from_matches(
-            gt, matched, num_classes, cls_scores=label_s, reg_weights=label_s, extras={"label_s": label_s}
+            gt, winners.matched, num_classes, cls_scores=label_s, reg_weights=label_s, extras={"label_s": label_s}
         )

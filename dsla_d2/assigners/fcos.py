@@ -1,11 +1,19 @@
-"""The FCOS assigner (Tian et al., FCOS, ICCV 2019; "FCOSv2" options from TPAMI 2020)."""
+"""The FCOS assigner (Tian et al., FCOS, ICCV 2019; "FCOSv2" options from TPAMI 2020).
+
+Sparse: only the (prior, gt) pairs whose prior lies in the gt's box, within the band its
+level's size range allows (:func:`~dsla_d2.assigners.regions.max_distance_regions`), are
+ever built; time and memory follow the number of such pairs, not priors × gts.
+"""
 from typing import Sequence, Tuple
 
 import torch
 
-from ..box_ops import center_sampling_mask, centerness_from_ltrb, point_box_ltrb
+from ..box_ops import aligned_ltrb, center_sampling_mask, centerness_from_ltrb
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .pairs import region_pair_chunks
+from .regions import level_stride_table, level_table, max_distance_regions
+from .winners import PriorWinners
 
 __all__ = ["FCOSAssigner", "DEFAULT_SIZE_RANGES"]
 
@@ -41,27 +49,29 @@ class FCOSAssigner(DenseAssigner):
         self.regression_weight = regression_weight
 
     def assign(self, priors: Priors, gt: GTBatch, num_classes: int, **preds) -> Assignment:
-        ltrb = point_box_ltrb(priors.points, gt.boxes)  # (N, R, G, 4)
-        if self.center_sampling_radius > 0:
-            inside = center_sampling_mask(priors.points, priors.strides, gt.boxes, self.center_sampling_radius)
-        else:
-            inside = ltrb.min(dim=-1).values > 0
-        m = ltrb.max(dim=-1).values
-        lo, hi = priors.per_level(self.size_ranges).unbind(-1)
-        in_range = (m >= lo[None, :, None]) & (m <= hi[None, :, None])
-        candidate = inside & in_range & gt.valid[:, None, :]
-
-        areas = gt.areas[:, None, :].expand_as(m)
-        areas = torch.where(candidate, areas, torch.full_like(areas, float("inf")))
-        if areas.shape[-1]:
-            min_area, matched = areas.min(dim=-1)  # ties: lowest gt index
-            matched = torch.where(torch.isfinite(min_area), matched, torch.full_like(matched, -1))
-        else:
-            matched = torch.full(m.shape[:2], -1, dtype=torch.long, device=m.device)
-
-        reg_weights = None
-        if self.regression_weight == "centerness":
-            idx = matched.clamp(min=0)[..., None, None].expand(-1, -1, 1, 4)
-            own = torch.gather(ltrb, 2, idx).squeeze(2) if ltrb.shape[2] else torch.zeros(*matched.shape, 4, device=m.device)
-            reg_weights = centerness_from_ltrb(own)
-        return Assignment.from_matches(gt, matched, num_classes, reg_weights=reg_weights)
+        n = gt.classes.shape[0]
+        ranges = level_table(priors, self.size_ranges)
+        radius = self.center_sampling_radius
+        lo, hi, active = max_distance_regions(gt.boxes, gt.valid, ranges, level_stride_table(priors), radius)
+        areas = gt.areas
+        # Ambiguity (FCOS §3.2): the smallest area wins; ties: the lowest gt index.
+        # A gt whose area overflows to inf never wins (as the dense argmin over finite areas).
+        winners = PriorWinners(n, len(priors), ("min", "min"), device=areas.device)
+        for pairs in region_pair_chunks(priors, lo, hi, active):
+            points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+            box = pairs.of_gt(gt.boxes)
+            ltrb = aligned_ltrb(points, box)  # (P, 4)
+            if radius > 0:
+                inside = center_sampling_mask(points, strides, box, radius)
+            else:
+                inside = ltrb.min(dim=-1).values > 0
+            m = ltrb.max(dim=-1).values
+            rng = ranges.index_select(0, pairs.of_prior(priors.levels))
+            area = pairs.of_gt(areas)
+            keep = (inside & (m >= rng[:, 0]) & (m <= rng[:, 1]) & torch.isfinite(area)).nonzero().squeeze(1)
+            values = {}
+            if self.regression_weight == "centerness":
+                values["centerness"] = centerness_from_ltrb(ltrb.index_select(0, keep))
+            winners.update(pairs.take(keep), [area.index_select(0, keep)], values)
+        reg_weights = winners.value("centerness", areas.dtype) if self.regression_weight == "centerness" else None
+        return Assignment.from_matches(gt, winners.matched, num_classes, reg_weights=reg_weights)

@@ -17,6 +17,9 @@ For each level l (stride s, scale range [lo_l, hi_l]) and each gt (x1, y1, x2, y
   a stride can have ceil > floor on a level: it then has **no** positive there.
 * painting order: larger gts are painted first, smaller ones overwrite them (see
   :func:`paint_order_match` for the vectorised equivalent).
+* sparse: only the (point, gt) pairs of each gt's fovea rectangle on the levels its scale
+  fits are built (:func:`~dsla_d2.assigners.pairs.region_pair_chunks`), never an
+  (N, R, G) grid.
 * positives get the gt's class and the gt box as regression target; the
   :class:`~dsla_d2.box_coders.FoveaLogBoxCoder` turns it into log(clamp(d/z_l, 1/16, 16))
   (paper eq. 4).
@@ -42,6 +45,9 @@ from torch import Tensor
 
 from ..priors import Priors
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .pairs import CandidatePairs, region_pair_chunks
+from .regions import centered_regions, level_table
+from .winners import PriorWinners
 
 __all__ = [
     "FoveaAssigner",
@@ -49,6 +55,7 @@ __all__ = [
     "gt_sqrt_areas",
     "fovea_mask",
     "paint_order_match",
+    "PAINT_ORDER",
 ]
 
 #: mmdetection's ``fovea_r50_fpn_4x4_1x_coco`` scale ranges for P3..P7 (η = 2).
@@ -76,38 +83,37 @@ def _point_grid_index(coords: Tensor, strides: Tensor) -> Tuple[Tensor, Tensor]:
     return j, u - j
 
 
-def fovea_mask(priors: Priors, boxes: Tensor, sigma: float = 0.4) -> Tensor:
-    """Whether each point lies in the fovea area of each box on the point's own level.
+def fovea_mask(points: Tensor, strides: Tensor, boxes: Tensor, sigma: float = 0.4) -> Tensor:
+    """Whether each point lies in the fovea area of its box, on the point's own level.
 
     Follows mmdetection's float arithmetic (box divided by the stride first, then
     half-sides), so that bounds landing exactly on integers agree with it bit for bit.
 
-    Args:
-        priors: R points with their strides.
-        boxes: (N, G, 4) XYXY.
+    Args (broadcastable, e.g. one row per (point, gt) pair):
+        points: (..., 2); strides: (...) stride of each point's level; boxes: (..., 4) XYXY.
         sigma: shrink factor σ (paper eq. 1–2; 0.4).
     Returns:
-        (N, R, G) bool.
+        (...) bool.
     """
-    s = priors.strides[None, :, None]  # (1, R, 1)
-    b = boxes[:, None, :, :] / s[..., None]  # (N, R, G, 4) in feature coordinates
+    b = boxes / strides[..., None]  # feature coordinates of the point's level
     half_w = 0.5 * (b[..., 2] - b[..., 0])
     half_h = 0.5 * (b[..., 3] - b[..., 1])
-    col, off_x = _point_grid_index(priors.points[:, 0], priors.strides)
-    row, off_y = _point_grid_index(priors.points[:, 1], priors.strides)
-    off_x = off_x[None, :, None]
-    off_y = off_y[None, :, None]
+    col, off_x = _point_grid_index(points[..., 0], strides)
+    row, off_y = _point_grid_index(points[..., 1], strides)
     left = torch.ceil(b[..., 0] + (1 - sigma) * half_w - off_x)
     right = torch.floor(b[..., 0] + (1 + sigma) * half_w - off_x)
     top = torch.ceil(b[..., 1] + (1 - sigma) * half_h - off_y)
     bottom = torch.floor(b[..., 1] + (1 + sigma) * half_h - off_y)
-    col = col[None, :, None]
-    row = row[None, :, None]
     # ceil > floor (a box narrower than ~a stride) makes the interval empty: no positive.
     return (col >= left) & (col <= right) & (row >= top) & (row <= bottom)
 
 
-def paint_order_match(candidate: Tensor, sqrt_areas: Tensor) -> Tensor:
+#: FoveaBox's painting order as :class:`PriorWinners` modes: the smallest sqrt(w·h), then
+#: the highest gt index (see :func:`paint_order_match`).
+PAINT_ORDER = ("min", "max")
+
+
+def paint_order_match(pairs: CandidatePairs, sqrt_areas: Tensor, num_images: int, num_priors: int) -> Tensor:
     """The gt FoveaBox's painting leaves at each point, without painting.
 
     mmdetection paints, per level, the gts of that level sorted by decreasing sqrt area,
@@ -115,31 +121,26 @@ def paint_order_match(candidate: Tensor, sqrt_areas: Tensor) -> Tensor:
     painted gt among those covering it.
 
     Claim: that gt is the covering gt of smallest sqrt area, and among several of equal
-    smallest area the one of highest index. Proof: let the paint order be the stable
-    sort of the level's gts by decreasing sqrt area (equal areas keep index order). A
-    point's final value is the covering gt that comes last in that order. Every covering
-    gt with a larger area comes strictly earlier (decreasing order), so the last one has
-    the minimum area a*. Among the covering gts with area a*, the stable sort keeps them
-    in increasing index order, consecutively, so the last is the one of highest index.
-    Gts of other levels never paint this level's map, and they are not candidates here
-    because ``candidate`` already includes the level's scale range. ∎ (mmdetection's
-    unstable sort leaves ties unspecified; the stable order makes them deterministic.)
+    smallest area the one of highest index (:data:`PAINT_ORDER`). Proof: let the paint
+    order be the stable sort of the level's gts by decreasing sqrt area (equal areas keep
+    index order). A point's final value is the covering gt that comes last in that order.
+    Every covering gt with a larger area comes strictly earlier (decreasing order), so the
+    last one has the minimum area a*. Among the covering gts with area a*, the stable sort
+    keeps them in increasing index order, consecutively, so the last is the one of highest
+    index. Gts of other levels never paint this level's map, and they are not candidates
+    here because the pairs are already restricted to the level's scale range. ∎
+    (mmdetection's unstable sort leaves ties unspecified; the stable order makes them
+    deterministic.)
 
     Args:
-        candidate: (N, R, G) bool: gt g covers point r with its fovea on r's level.
+        pairs: the covering (image, point, gt) pairs.
         sqrt_areas: (N, G) the painting key.
     Returns:
         (N, R) int64 matched gt index, −1 where no gt covers the point.
     """
-    n, r, g = candidate.shape
-    if g == 0:
-        return torch.full((n, r), -1, dtype=torch.long, device=candidate.device)
-    key = sqrt_areas[:, None, :].expand(n, r, g)
-    key = torch.where(candidate, key, torch.full_like(key, float("inf")))
-    smallest = key.min(dim=-1, keepdim=True).values
-    winners = candidate & (key == smallest)
-    index = torch.arange(g, device=candidate.device).expand(n, r, g)
-    return torch.where(winners, index, torch.full_like(index, -1)).max(dim=-1).values
+    winners = PriorWinners(num_images, num_priors, PAINT_ORDER, device=sqrt_areas.device)
+    winners.update(pairs, [pairs.of_gt(sqrt_areas)])
+    return winners.matched
 
 
 @ASSIGNER_REGISTRY.register()
@@ -160,14 +161,18 @@ class FoveaAssigner(DenseAssigner):
         self.scale_ranges = [tuple(float(v) for v in r) for r in scale_ranges]
         self.sigma = float(sigma)
 
-    def candidates(self, priors: Priors, gt: GTBatch) -> Tensor:
-        """(N, R, G) bool: point r is in the fovea of gt g on r's level and g's scale fits
-        that level."""
-        sqrt_areas = gt_sqrt_areas(gt)
-        lo, hi = priors.per_level(self.scale_ranges).unbind(-1)
-        in_range = (sqrt_areas[:, None, :] >= lo[None, :, None]) & (sqrt_areas[:, None, :] <= hi[None, :, None])
-        return fovea_mask(priors, gt.boxes, self.sigma) & in_range & gt.valid[:, None, :]
+    def levels_in_range(self, priors: Priors, gt: GTBatch) -> Tensor:
+        """(N, G, L) bool: the gt is valid and its sqrt(w·h) lies in level l's range."""
+        sqrt_areas = gt_sqrt_areas(gt)[..., None]
+        lo, hi = level_table(priors, self.scale_ranges).unbind(-1)
+        return (sqrt_areas >= lo) & (sqrt_areas <= hi) & gt.valid[..., None]
 
     def assign(self, priors: Priors, gt: GTBatch, num_classes: int, **preds) -> Assignment:
-        matched = paint_order_match(self.candidates(priors, gt), gt_sqrt_areas(gt))
-        return Assignment.from_matches(gt, matched, num_classes)
+        lo, hi, _ = centered_regions(gt.boxes, gt.valid, len(priors.num_per_level), self.sigma)
+        sqrt_areas = gt_sqrt_areas(gt)
+        winners = PriorWinners(gt.classes.shape[0], len(priors), PAINT_ORDER, device=sqrt_areas.device)
+        for pairs in region_pair_chunks(priors, lo, hi, self.levels_in_range(priors, gt)):
+            points, strides = pairs.of_prior(priors.points), pairs.of_prior(priors.strides)
+            covered = pairs.select(fovea_mask(points, strides, pairs.of_gt(gt.boxes), self.sigma))
+            winners.update(covered, [covered.of_gt(sqrt_areas)])
+        return Assignment.from_matches(gt, winners.matched, num_classes)

@@ -34,9 +34,10 @@ Layout (``root`` is :func:`synthetic_root`)::
     root/<split>.stamp       generator version + parameters of a *complete* split
     root/.<split>.lock       lock file for concurrent callers
 
-Datasets ``dsla_synth_train`` (2000 images), ``dsla_synth_val`` (300) and
-``dsla_synth_tiny`` (16, for tests) are registered by :func:`register_synthetic_datasets`;
-a split is generated on first use and cached.
+Datasets ``dsla_synth_train`` (2000 images), ``dsla_synth_val`` (300),
+``dsla_synth_tiny`` (16, for tests) and ``dsla_synth_crowd`` (8 crowded images, 300–1000
+objects each) are registered by :func:`register_synthetic_datasets`; a split is generated
+on first use and cached.
 """
 import contextlib
 import fcntl
@@ -88,11 +89,27 @@ CLASS_HUE_JITTER = 12.0
 CLASS_SATURATION_RANGE = (0.55, 1.0)
 CLASS_VALUE_RANGE = (0.5, 1.0)
 
-#: split -> (number of images, seed). Dataset names are ``SYNTH_DATASET_PREFIX + split``.
+#: split -> number of images, seed and generator parameters overriding
+#: :data:`DEFAULT_PARAMS`. Dataset names are ``SYNTH_DATASET_PREFIX + split``.
+#: ``crowd``: 8 larger images, each with 400–1300 small objects (5–16 px) of which about
+#: 300–1000 stay visible enough to be annotated — the crowded scenes (CrowdHuman, aerial,
+#: retail shelves) that stress label assignment with hundreds of gts per image.
 SYNTH_SPLITS = {
     "train": {"num_images": 2000, "seed": 0},
     "val": {"num_images": 300, "seed": 1},
     "tiny": {"num_images": 16, "seed": 2},
+    "crowd": {
+        "num_images": 8,
+        "seed": 3,
+        "params": {
+            "image_size_range": (448, 512),
+            "num_objects_range": (400, 1300),
+            "min_object_size": 5.0,
+            "max_object_frac": 0.032,
+            "max_aspect_ratio": 2.0,
+            "empty_fraction": 0.0,
+        },
+    },
 }
 SYNTH_DATASET_PREFIX = "dsla_synth_"
 
@@ -100,6 +117,7 @@ SYNTH_DATASET_PREFIX = "dsla_synth_"
 DEFAULT_PARAMS = {
     "image_size_range": (256, 384),  # width and height, each uniform in [lo, hi]
     "max_objects": 12,
+    "num_objects_range": None,  # (lo, hi): object count uniform in it instead (crowded splits)
     "min_object_size": 6.0,  # long side of an object, pixels (log-uniform from here ...)
     "max_object_frac": 0.95,  # ... up to this fraction of the image side it lies along
     "max_aspect_ratio": 3.0,
@@ -352,7 +370,9 @@ def render_synthetic_image(split, seed, index, return_visible_map=False, **param
     img = _background(rng, height, width)
     _distractors(rng, img)
 
-    if rng.random() < p["empty_fraction"]:
+    if p["num_objects_range"] is not None:
+        n = int(rng.integers(p["num_objects_range"][0], p["num_objects_range"][1] + 1))
+    elif rng.random() < p["empty_fraction"]:
         n = 0
     elif rng.random() < 0.5:
         n = int(rng.integers(1, min(4, p["max_objects"]) + 1))
@@ -513,13 +533,14 @@ def synthetic_split_paths(split, root=None):
     return os.path.join(root, f"{split}.json"), os.path.join(root, split)
 
 
+def _split_params(split):
+    """The generator parameters of a split: the defaults with its overrides."""
+    return {**DEFAULT_PARAMS, **SYNTH_SPLITS[split].get("params", {})}
+
+
 def _stamp_text(split):
-    stamp = {
-        "generator_version": GENERATOR_VERSION,
-        "split": split,
-        **SYNTH_SPLITS[split],
-        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULT_PARAMS.items()},
-    }
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in _split_params(split).items() if v is not None}
+    stamp = {"generator_version": GENERATOR_VERSION, "split": split, **SYNTH_SPLITS[split], "params": params}
     return json.dumps(stamp, sort_keys=True) + "\n"
 
 
@@ -572,7 +593,7 @@ def ensure_synthetic_split(split, root=None):
         )
         tmp = tempfile.mkdtemp(prefix=f".tmp-{split}-", dir=root)
         try:
-            generate_synthetic_coco(tmp, split, cfg["num_images"], cfg["seed"])
+            generate_synthetic_coco(tmp, split, cfg["num_images"], cfg["seed"], **cfg.get("params", {}))
             with contextlib.suppress(FileNotFoundError):
                 os.remove(stamp_path)  # from here on the split is marked incomplete
             if os.path.lexists(image_dir):
@@ -640,7 +661,7 @@ def _lazy_metadata_class():
 
 
 def register_synthetic_datasets(root=None):
-    """Register ``dsla_synth_{train,val,tiny}`` in DatasetCatalog/MetadataCatalog.
+    """Register ``dsla_synth_{train,val,tiny,crowd}`` in DatasetCatalog/MetadataCatalog.
 
     Nothing is generated here: a split is generated (once, then cached) when its dataset
     is loaded or its ``json_file`` metadata is read. ``root`` defaults to

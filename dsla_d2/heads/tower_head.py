@@ -7,10 +7,11 @@ from torch import Tensor, nn
 
 from detectron2.layers import get_norm
 
+from .box_refinement import BoxRefinement
 from .layers import DeformConv3x3, Scale
 from .registry import DENSE_HEAD_REGISTRY
 
-__all__ = ["TowerHead", "FCOSHead", "ATSSHead", "DSLAHead", "FoveaBoxHead"]
+__all__ = ["TowerHead", "FCOSHead", "ATSSHead", "DSLAHead", "FoveaBoxHead", "DWHead"]
 
 BOX_ACTIVATIONS = ("exp", "relu", "none")
 
@@ -63,6 +64,13 @@ class TowerHead(nn.Module):
         modulated_deform: DCNv2 (with mask) instead of DCNv1.
         conv_bias: bias in tower convs.
         box_bias_init: initial bias of the box output (e.g. 1.5 in DDOD-FCOS, 4 in DW).
+        box_refinement: refine the LTRB box from boundary points of the coarse box
+            (DW §3.4, :mod:`dsla_d2.heads.box_refinement`); the refined box replaces the
+            coarse one as "box_reg". Needs ``strides`` and an "exp" or "relu" box output.
+        strides: stride of each level (with ``box_refinement``; must equal the prior
+            generator's, which the meta-architecture checks).
+        point_offset: location offset in strides (with ``box_refinement``; the prior
+            generator's ``offset``).
     """
 
     def __init__(
@@ -82,6 +90,9 @@ class TowerHead(nn.Module):
         modulated_deform: bool = False,
         conv_bias: bool = True,
         box_bias_init: float = 0.0,
+        box_refinement: bool = False,
+        strides: Optional[Sequence[float]] = None,
+        point_offset: float = 0.5,
     ):
         super().__init__()
         if quality_branch not in (None, "cls", "reg"):
@@ -91,7 +102,14 @@ class TowerHead(nn.Module):
         bad = [i for i in deformable_convs if not 0 <= i < num_convs]
         if bad:
             raise ValueError(f"deformable_convs {bad} out of range for {num_convs} tower convs")
+        if box_refinement:
+            if strides is None or len(strides) != num_levels:
+                raise ValueError(f"box_refinement needs one stride per level ({num_levels}); got strides={strides}")
+            if box_activation not in ("exp", "relu"):
+                raise ValueError(f"box_refinement refines LTRB distances: box_activation 'exp' or 'relu', not {box_activation!r}")
         self.num_classes = num_classes
+        self.strides = [float(v) for v in strides] if strides is not None else None
+        self.point_offset = float(point_offset)
         self.quality_branch = quality_branch
         self.box_activation = box_activation
         deformable = set(int(i) for i in deformable_convs)
@@ -101,6 +119,7 @@ class TowerHead(nn.Module):
         self.box_reg = _out_conv(channels, 4, box_bias_init)
         self.quality = _out_conv(channels, 1) if quality_branch else None
         self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)]) if learnable_scale else None
+        self.refinement = BoxRefinement(channels) if box_refinement else None
 
     def forward(self, features: List[Tensor]) -> Dict[str, List[Tensor]]:
         out = {"cls_logits": [], "box_reg": []}
@@ -117,6 +136,10 @@ class TowerHead(nn.Module):
                 box = torch.exp(box.clamp(max=20.0))  # clamp: a finite box even early on
             elif self.box_activation == "relu":
                 box = torch.relu(box)
+            if self.refinement is not None:
+                stride = self.strides[level]
+                unit = stride if self.box_activation == "relu" else 1.0  # relu: distances in strides
+                box = self.refinement(reg_feat, box * unit, stride, self.point_offset) / unit
             out["box_reg"].append(box)
             if self.quality is not None:
                 feat = cls_feat if self.quality_branch == "cls" else reg_feat
@@ -154,3 +177,29 @@ class FoveaBoxHead(TowerHead):
 
     def __init__(self, *, quality_branch: Optional[str] = None, box_activation: str = "none", learnable_scale: bool = False, **kwargs):
         super().__init__(quality_branch=quality_branch, box_activation=box_activation, learnable_scale=learnable_scale, **kwargs)
+
+
+@DENSE_HEAD_REGISTRY.register()
+class DWHead(TowerHead):
+    """DW (the authors' ``DWHead``): objectness branch on the reg tower (no target of its
+    own; ``QualityCoupling(branch="objectness")``), ReLU box output in strides with bias
+    4.0, class prior 0.02, tower convs with bias, box refinement on by default."""
+
+    def __init__(
+        self,
+        *,
+        quality_branch: Optional[str] = "reg",
+        prior_prob: float = 0.02,
+        box_activation: str = "relu",
+        box_bias_init: float = 4.0,
+        box_refinement: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            quality_branch=quality_branch,
+            prior_prob=prior_prob,
+            box_activation=box_activation,
+            box_bias_init=box_bias_init,
+            box_refinement=box_refinement,
+            **kwargs,
+        )

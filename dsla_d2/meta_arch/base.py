@@ -115,6 +115,7 @@ class AssignedDenseDetector(DenseDetector):
             raise ValueError(f"quality coupling '{quality.branch}' needs a head with a quality branch")
         if quality.branch is None and head_has_quality:
             raise ValueError("the head has a quality branch but the quality coupling has none")
+        _check_head_grid(head, prior_generator)
 
     @classmethod
     def from_config(cls, cfg):
@@ -225,3 +226,16 @@ class AssignedDenseDetector(DenseDetector):
             keep = top >= 0
             top, idx = top[keep], idx[keep]
         return top, idx // self.num_classes, idx % self.num_classes
+
+
+def _check_head_grid(head: nn.Module, prior_generator: PriorGenerator) -> None:
+    """A head that places points itself (``strides``/``point_offset``, e.g. for box
+    refinement) must place them where the prior generator does."""
+    strides = getattr(head, "strides", None)
+    if strides is None:
+        return
+    if [float(s) for s in strides] != [float(s) for s in prior_generator.strides]:
+        raise ValueError(f"head strides {list(strides)} differ from the prior generator's {prior_generator.strides}")
+    offset = getattr(head, "point_offset", prior_generator.offset)
+    if float(offset) != prior_generator.offset:
+        raise ValueError(f"head point_offset {offset} differs from the prior generator's offset {prior_generator.offset}")

@@ -11,8 +11,13 @@ schedule) with the DSLA parts of ``fcos_dsla_R_50_FPN_1x.py`` swapped in by
 * label_d = label_s · IoU (``QualityCoupling(cls_target="iou_product")``);
 * QFL (weight 2.0) / Σ label_d, −log IoU weighted by label_s / Σ label_s.
 
-The head's conv bias and the (absent) gradient clipping stay as in the FCOS synthetic
-config, so the two differ only in the parts the paper's Table 1 varies (plus the offset).
+Everything else is inherited from ``configs/fcos_r18_synth.py`` unchanged: backbone, towers
+(and their conv bias), size ranges, data, optimiser, schedule, the (absent) gradient
+clipping — and the box output, FCOS's norm_on_bbox (ReLU(s·x) in strides, with the stride-
+normalised LTRB coder; issue 11's fix of the embedded FCOS baseline, which is also the
+parametrisation of the paper's FCOSv2-DSLA row, where the authors' R-50 FCOS-DSLA recipe
+uses exp(s·x) in pixels). So the two differ only in the parts the paper's Table 1 varies
+(plus the offset).
 The Table 1 rows on this dataset are ``projects/DSLA/configs/synth_ablations/*.py``.
 """
 from dsla_d2.model_zoo import NODES, get_config

@@ -1,0 +1,8 @@
+"""Table 4, candidate bag "Threshold" 2.0 strides. Paper AP 41.3 (AP50 59.6, AP75 44.4).
+
+``fcos_dw_R_50_FPN_1x.py`` (no box refinement, as every ablation of the paper) with:
+"""
+from ..fcos_dw_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.assigner.bag = "threshold"
+model.assigner.distance_threshold = 2.0

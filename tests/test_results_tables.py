@@ -1,0 +1,101 @@
+"""tools/render_tables.py: the READMEs' result tables are rendered from results records.
+
+No training here: records are written by hand (or are the committed ones).
+"""
+import os
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import render_tables  # noqa: E402
+import run_record  # noqa: E402
+
+
+def test_committed_tables_equal_their_rendering():
+    """Fails when a README table was edited by hand or new records were not rendered:
+    run `python tools/render_tables.py`."""
+    docs = render_tables.render_docs(render_tables.load_tables(), render_tables.doc_files())
+    stale = [os.path.relpath(p, ROOT) for p, (old, new) in docs.items() if old != new]
+    assert not stale, f"out of date (run python tools/render_tables.py): {stale}"
+    assert any("<!-- results:" in old for old, _ in docs.values())
+
+
+@pytest.mark.parametrize("values, text", [
+    ([1.0, 2.0, 3.0], "2.0 ± 1.0"),  # mean 2; sample variance (1 + 0 + 1) / (3 − 1) = 1
+    ([2.0, 4.0], "3.0 ± 1.4"),  # mean 3; variance (1 + 1) / 1 = 2, sqrt 2 = 1.414
+    ([5.0], "5.0"),  # one seed: no spread to state
+    ([], "–"),
+])
+def test_mean_std(values, text):
+    assert render_tables.mean_std(values) == text
+
+
+def _record(run, seed, ap, status="finished", commit="a" * 40):
+    return dict(schema=1, campaign="camp", run=run, config="configs/fcos_r18_synth.py", overrides=[], seed=seed,
+                max_iter=600, status=status, budget=dict(max_iter=600, batch_size=8, images_seen=4800),
+                git=dict(commit=commit, dirty=False, dirty_files=[], diff_sha1=None),
+                metrics={} if status == "failed" else {"bbox/AP": ap, "bbox/AP50": 2 * ap},
+                train_final={"mean_pos_iou": 0.5 + seed / 10}, timing=dict(s_per_iter=0.3 + seed / 10),
+                host=dict(cpu_count=2, cuda=None), started=f"2026-01-0{seed + 1}T00:00:00+00:00")
+
+
+@pytest.fixture
+def store(tmp_path):
+    campaigns, results = tmp_path / "campaigns", tmp_path / "results"
+    campaigns.mkdir()
+    (campaigns / "camp.yaml").write_text(textwrap.dedent("""
+        max_iter: 600
+        seeds: [0, 1, 2]
+        runs:
+          - config: configs/fcos_r18_synth.py
+          - config: configs/atss_r18_synth.py
+          - {config: configs/fcos_r18_synth.py, name: fcos-giou, overrides: [model.loss.box_loss=giou]}
+    """))
+    for seed, ap in enumerate([1.0, 2.0, 3.0]):
+        run_record.write_json(str(results / "camp" / "fcos_r18_synth" / f"seed{seed}.json"), _record("fcos_r18_synth", seed, ap))
+    run_record.write_json(str(results / "camp" / "fcos-giou" / "seed0.json"), _record("fcos-giou", 0, 4.0))
+    run_record.write_json(str(results / "camp" / "fcos-giou" / "seed1.json"), _record("fcos-giou", 1, 0, status="failed"))
+    return str(campaigns), str(results)
+
+
+TABLE = dict(campaign="camp", metrics=["AP", "AP50", dict(key="train/mean_pos_iou", header="IoU", decimals=2)], per_seed="AP",
+             rows=[dict(run="fcos_r18_synth", label="FCOS"), dict(run="atss_r18_synth", label="ATSS"),
+                   dict(run="fcos-giou", label="FCOS GIoU")])
+
+
+def test_render_table_from_records(store):
+    campaigns, results = store
+    text = render_tables.render_table("t", TABLE, results, campaigns)
+    lines = text.splitlines()
+    assert lines[1] == "| detector | AP | AP50 | IoU | AP per seed |"
+    # AP 1, 2, 3 -> 2.0 ± 1.0; AP50 2, 4, 6 -> 4.0 ± 2.0; IoU 0.5, 0.6, 0.7 -> 0.60 ± 0.10
+    assert "| FCOS | 2.0 ± 1.0 | 4.0 ± 2.0 | 0.60 ± 0.10 | 1.00 / 2.00 / 3.00 |" in lines
+    assert "| ATSS | not yet measured |  |  |  |" in lines
+    # seed 1 failed: the mean is over the finished seed only, and the row says so
+    assert "| FCOS GIoU (1 of 3 seeds) | 4.0 | 8.0 | 0.50 | 4.00 / failed |" in lines
+    assert "Budget: 600 iterations × batch 8." in lines
+    assert "Code: commit `aaaaaaaaaa`." in lines
+    assert any(line.startswith("**1 of 3 rows not measured yet** (planned: 600 iterations, seeds 0, 1, 2;") for line in lines)
+
+
+def test_a_row_must_name_a_run_of_its_campaign(store):
+    campaigns, results = store
+    table = dict(TABLE, rows=[dict(run="nope", label="x")])
+    with pytest.raises(SystemExit, match="camp.yaml has no run named 'nope'"):
+        render_tables.render_table("t", table, results, campaigns)
+
+
+def test_markers_and_definitions_must_match(store, tmp_path):
+    campaigns, results = store
+    doc = tmp_path / "README.md"
+    doc.write_text("intro\n<!-- results:t -->\nold text\n<!-- /results:t -->\nend\n")
+    [(old, new)] = render_tables.render_docs({"t": TABLE}, [str(doc)], results, campaigns).values()
+    assert new.startswith("intro\n<!-- results:t -->\n<!-- rendered by") and new.endswith("<!-- /results:t -->\nend\n")
+    assert "old text" not in new and "| FCOS | 2.0 ± 1.0 |" in new
+    with pytest.raises(SystemExit, match="table 't' is not defined"):
+        render_tables.render_docs({"u": TABLE}, [str(doc)], results, campaigns)
+    with pytest.raises(SystemExit, match=r"tables \['u'\] of .* appear in no README"):
+        render_tables.render_docs({"t": TABLE, "u": TABLE}, [str(doc)], results, campaigns)

@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Render the READMEs' result tables from the results records in ``benchmarks/results/``.
+
+    python tools/render_tables.py           # rewrite every table in README.md, projects/*/README.md
+    python tools/render_tables.py --check   # exit 1 if a committed table differs from its rendering
+
+A table lives between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in a README
+and is defined in ``benchmarks/tables.yaml``::
+
+    tables:
+      NAME:
+        campaign: synth600                  # benchmarks/results/synth600/ (and campaigns/synth600.yaml)
+        metrics: [AP, AP50, {key: train/mean_pos_iou, header: IoU, decimals: 2}]
+                                            # "AP" means "bbox/AP", "train/x" the last logged
+                                            # training value of x; other keys as given
+        per_seed: AP                        # optional: a column with each seed's value
+        decimals: 1                         # optional (per-seed values get one more)
+        first_column: detector              # optional header of the label column
+        rows:
+          - {run: fcos_r18_synth, label: "FCOS (`configs/fcos_r18_synth.py`)"}
+          - {run: other, label: "...", campaign: another_campaign}   # a row from another campaign
+
+Each row shows mean ± sample std over the row's finished runs; the lines under the table
+state the budget, seeds, commit(s) and the record files. A row with no record yet says
+"not yet measured" (and the planned budget, from the campaign file) — never a typed number.
+"""
+import argparse
+import glob
+import os
+import re
+import statistics
+import sys
+from collections import OrderedDict
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run_record  # noqa: E402
+
+ROOT = run_record.ROOT
+TABLES_FILE = os.path.join(ROOT, "benchmarks", "tables.yaml")
+RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+CAMPAIGNS_DIR = os.path.join(ROOT, "benchmarks", "campaigns")
+DOC_GLOBS = ("README.md", "projects/*/README.md")
+TABLE_KEYS = {"campaign", "metrics", "per_seed", "decimals", "first_column", "rows"}
+ROW_KEYS = {"run", "label", "campaign"}
+SUMMARY_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+_BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
+NOT_MEASURED = "not yet measured"
+
+
+def metric_key(name):
+    return name if "/" in name else f"bbox/{name}"
+
+
+def metric_value(record, name):
+    """A record's value of a table metric: "AP" → metrics["bbox/AP"], "consistency/x" →
+    metrics["consistency/x"], "train/x" → the last logged training value of x; None if absent."""
+    if name.startswith("train/"):
+        return record.get("train_final", {}).get(name[len("train/"):])
+    return record["metrics"].get(metric_key(name))
+
+
+def metric_columns(table):
+    """[(key, header, decimals)]: a metric is a name, or {key, header, decimals}."""
+    cols = []
+    for m in table["metrics"]:
+        m = {"key": m} if isinstance(m, str) else m
+        if not isinstance(m, dict) or "key" not in m or set(m) - {"key", "header", "decimals"}:
+            raise SystemExit(f"{TABLES_FILE}: a metric is a name or {{key, header, decimals}}, got {m!r}")
+        cols.append((m["key"], m.get("header", m["key"]), m.get("decimals", table.get("decimals", 1))))
+    return cols
+
+
+def mean_std(values, decimals=1):
+    """[1, 2, 3] -> '2.0 ± 1.0' (sample std, n − 1); one value -> '1.0'; none -> '–'."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{decimals}f}"
+    return f"{statistics.mean(values):.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
+
+
+def load_records(campaign, run, results_dir=RESULTS_DIR):
+    """All records of one run of a campaign, sorted by seed."""
+    files = glob.glob(os.path.join(results_dir, campaign, run, "seed*.json"))
+    return sorted((run_record.load_record(f) for f in files), key=lambda r: r["seed"])
+
+
+def load_tables(path=TABLES_FILE):
+    with open(path, encoding="utf-8") as f:
+        tables = (yaml.safe_load(f) or {}).get("tables")
+    if not isinstance(tables, dict) or not tables:
+        raise SystemExit(f"{path}: expected a 'tables' mapping")
+    for name, t in tables.items():
+        unknown = set(t) - TABLE_KEYS
+        if unknown or not t.get("rows") or not t.get("metrics") or "campaign" not in t:
+            raise SystemExit(f"{path}: table {name!r} needs campaign, metrics, rows (unknown keys: {sorted(unknown)})")
+        for i, row in enumerate(t["rows"]):
+            if set(row) - ROW_KEYS or not {"run", "label"} <= set(row):
+                raise SystemExit(f"{path}: table {name!r} rows[{i}] needs run and label, got {row!r}")
+    return tables
+
+
+def planned(campaign, run, campaigns_dir=CAMPAIGNS_DIR):
+    """(max_iter, seeds) the campaign file plans for a run; error if the run is not in it."""
+    import compare_seeds
+
+    path = os.path.join(campaigns_dir, f"{campaign}.yaml")
+    _, specs = compare_seeds.load_campaign(path)
+    seeds = [s["seed"] for s in specs if s["run"] == run]
+    if not seeds:
+        raise SystemExit(f"{path} has no run named {run!r} (referenced by {TABLES_FILE})")
+    return specs[0]["max_iter"], seeds
+
+
+def _short(commit):
+    return commit[:10] if commit else "unknown"
+
+
+def _footer(records, campaigns, seeds_same):
+    """Budget, seeds, commits and record files of a table's finished runs."""
+    lines = []
+    budgets = sorted({(r["budget"]["max_iter"], r["budget"]["batch_size"]) for r in records}, key=str)
+    lines.append("Budget: " + "; ".join(f"{it} iterations × batch {bs}" for it, bs in budgets) + ".")
+    seeds = sorted({r["seed"] for r in records})
+    if len(seeds) == 1:
+        lines.append(f"Seed {seeds[0]}, one run per row.")
+    else:
+        lines.append(("Seeds " if seeds_same else "Seeds (rows differ; see the per-row count) ") + ", ".join(map(str, seeds))
+                     + "; mean ± sample standard deviation over seeds.")
+    commits = OrderedDict()
+    for r in sorted(records, key=lambda r: r["started"]):
+        git = r["git"]
+        commits[(_short(git["commit"]), git["dirty"], git.get("diff_sha1"))] = True
+    lines.append("Code: " + ", ".join(
+        f"commit `{c}`" + (f" + uncommitted diff (sha1 `{d[:10]}`)" if dirty else "") for c, dirty, d in commits) + ".")
+    s_iter = [r["timing"]["s_per_iter"] for r in records if r["timing"].get("s_per_iter")]
+    cpus = sorted({r["host"]["cpu_count"] for r in records})
+    threads = sorted({r["host"].get("torch_threads") for r in records} - {None})
+    devices = sorted({r["host"].get("cuda") or "CPU" for r in records})
+    if s_iter:
+        lines.append(f"Median {statistics.median(s_iter):.2f} s/iteration on {', '.join(devices)} "
+                     f"({'/'.join(map(str, cpus))} cores" + (f", {'/'.join(map(str, threads))} torch threads" if threads else "")
+                     + "; a shared machine, so times vary with its load).")
+    lines.append("Records: " + ", ".join(f"`benchmarks/results/{c}/<run>/seed<S>.json`" for c in campaigns) + ".")
+    return lines
+
+
+def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_DIR):
+    """The Markdown of one table (without its markers)."""
+    decimals = table.get("decimals", 1)
+    per_seed = table.get("per_seed")
+    cols = metric_columns(table)
+    header = [table.get("first_column", "detector"), *(h for _, h, _ in cols)] + ([f"{per_seed} per seed"] if per_seed else [])
+    lines = [f"<!-- rendered by tools/render_tables.py from benchmarks/results/ (table {name!r} in "
+             "benchmarks/tables.yaml); edit those, not this -->",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    all_records, campaigns, seed_sets, missing = [], [], [], []
+    for row in table["rows"]:
+        campaign = row.get("campaign", table["campaign"])
+        max_iter, plan_seeds = planned(campaign, row["run"], campaigns_dir)
+        records = load_records(campaign, row["run"], results_dir)
+        done = [r for r in records if r["status"] == "finished"]
+        if campaign not in campaigns:
+            campaigns.append(campaign)
+        if not records:
+            missing.append((row["label"], campaign, max_iter, plan_seeds))
+            lines.append(f"| {row['label']} | " + " | ".join([NOT_MEASURED] + [""] * (len(header) - 2)) + " |")
+            continue
+        all_records += done
+        seed_sets.append(tuple(r["seed"] for r in records))
+        cells = [mean_std([v for v in (metric_value(r, k) for r in done) if v is not None], d) for k, _, d in cols]
+        if per_seed:
+            values = [metric_value(r, per_seed) if r["status"] == "finished" else None for r in records]
+            cells.append(" / ".join("failed" if v is None else f"{v:.{decimals + 1}f}" for v in values))
+        label = row["label"] if len(done) == len(plan_seeds) else f"{row['label']} ({len(done)} of {len(plan_seeds)} seeds)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if all_records:
+        lines += _footer(all_records, campaigns, len(set(seed_sets)) <= 1)
+    plans = OrderedDict()
+    for label, campaign, max_iter, seeds in missing:
+        plans.setdefault((campaign, max_iter, tuple(seeds)), []).append(label)
+    for (campaign, max_iter, seeds), labels in plans.items():
+        what = "No row measured yet" if len(labels) == len(table["rows"]) else (
+            f"{len(labels)} of {len(table['rows'])} rows not measured yet")
+        lines.append(f"**{what}** (planned: {max_iter} iterations, seeds {', '.join(map(str, seeds))}; "
+                     f"`python tools/compare_seeds.py --campaign-file benchmarks/campaigns/{campaign}.yaml`).")
+    return "\n".join(lines) + "\n"
+
+
+def doc_files(root=ROOT):
+    return sorted(f for g in DOC_GLOBS for f in glob.glob(os.path.join(root, g)))
+
+
+def render_docs(tables, docs, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_DIR):
+    """{path: (old text, new text)} for every doc; errors on undefined or unused tables."""
+    rendered = {name: render_table(name, t, results_dir, campaigns_dir) for name, t in tables.items()}
+    out, used = {}, set()
+    for path in docs:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+
+        def sub(m, path=path):
+            if m.group(2) not in rendered:
+                raise SystemExit(f"{path}: table {m.group(2)!r} is not defined in {TABLES_FILE}")
+            used.add(m.group(2))
+            return m.group(1) + rendered[m.group(2)] + m.group(4)
+
+        out[path] = (old, _BLOCK.sub(sub, old))
+    unused = sorted(set(tables) - used)
+    if unused:
+        raise SystemExit(f"tables {unused} of {TABLES_FILE} appear in no README (markers <!-- results:NAME -->)")
+    return out
+
+
+def summary_markdown(records, metrics=SUMMARY_METRICS):
+    """compare_seeds' closing table: one row per run, mean ± std over its finished seeds."""
+    runs = OrderedDict()
+    for r in records:
+        runs.setdefault(r["run"], []).append(r)
+    lines = ["| run | seeds | " + " | ".join(metrics) + " | s/iter |", "|---|---|" + "---|" * (len(metrics) + 1)]
+    for run, rs in runs.items():
+        done = [r for r in rs if r["status"] == "finished"]
+        cells = [mean_std([v for v in (metric_value(r, m) for r in done) if v is not None]) for m in metrics]
+        s_iter = [r["timing"]["s_per_iter"] for r in done if r["timing"].get("s_per_iter")]
+        seeds = ",".join(str(r["seed"]) + ("" if r["status"] == "finished" else " failed") for r in rs)
+        lines.append(f"| {run} | {seeds} | " + " | ".join(cells) + f" | {statistics.median(s_iter) if s_iter else float('nan'):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 if a table is out of date")
+    args = p.parse_args(argv)
+    docs = render_docs(load_tables(), doc_files())
+    stale = [path for path, (old, new) in docs.items() if old != new]
+    for path in stale:
+        print(f"{'out of date' if args.check else 'rendered'}: {os.path.relpath(path, ROOT)}")
+        if not args.check:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(docs[path][1])
+    if args.check and stale:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
