@@ -8,7 +8,8 @@ the sparse rewrite (issue 13), as a JSON result file and markdown tables.
 
 Inputs: one 800×1333 image per batch element, P3-P7 (strides 8-128, offset 0.5): 22,300
 priors per image. Gts: centres uniform in the image, sides 8-400 px, clipped to the image
-as Detectron2's mapper clips them. Dynamic ATSS reads noisy "predicted" boxes.
+as Detectron2's mapper clips them. Dynamic ATSS and DDOD read noisy "predicted" boxes, DDOD
+also random class logits.
 
 Every case (assigner, implementation, gts, images) runs in a **fresh subprocess** with one
 intra-op thread. Time: median wall time of up to ``--repeat`` calls after a first
