@@ -3,12 +3,13 @@
 the sparse rewrite (issue 13), as a JSON result file and markdown tables.
 
     python benchmarks/bench_assigners.py [--gts 10 50 200 1000 3000] [--images 1 2 8]
-        [--before] [--out benchmarks/results/assigners_<date>.json]
-    python benchmarks/bench_assigners.py --render FILE.json [--readme README.md]
+        [--before] [--assigners NAME ...] [--out benchmarks/results/assigners_<date>.json]
+    python benchmarks/bench_assigners.py --render FILE.json [--readme README.md [--marker NAME]]
 
 Inputs: one 800×1333 image per batch element, P3-P7 (strides 8-128, offset 0.5): 22,300
 priors per image. Gts: centres uniform in the image, sides 8-400 px, clipped to the image
-as Detectron2's mapper clips them. Dynamic ATSS reads noisy "predicted" boxes.
+as Detectron2's mapper clips them. Dynamic ATSS and DDOD read noisy "predicted" boxes, DDOD
+also random class logits.
 
 Every case (assigner, implementation, gts, images) runs in a **fresh subprocess** with one
 intra-op thread. Time: median wall time of up to ``--repeat`` calls after a first
@@ -184,12 +185,18 @@ def in_subprocess(spec):
 
 
 # ------------------------------------------------------------------ driver
-def assigner_table():
+def assigner_table(names=None):
+    """{name: (class name, kwargs)} of the registered assigners; only ``names`` if given."""
     import dsla_d2  # noqa: F401
     from dsla_d2.assigners import ASSIGNER_REGISTRY
 
     table = dict(ASSIGNERS)
     table.update({k: v for k, v in OPTIONAL.items() if v[0] in ASSIGNER_REGISTRY})
+    if names:
+        unknown = sorted(set(names) - set(table))
+        if unknown:
+            raise SystemExit(f"--assigners: unknown {unknown}; known: {sorted(table)}")
+        table = {k: table[k] for k in names}
     return table
 
 
@@ -202,7 +209,7 @@ def run_all(args):
         convs[n] = in_subprocess(dict(base, kind="conv", images=n))
         print(f"conv 3x3 256->256 on P3, {n} image(s): {convs[n]['ms']:.0f} ms", flush=True)
     priors_per_image = sum(math.ceil(HEIGHT / s) * math.ceil(WIDTH / s) for s in STRIDES)
-    for name, (cls_name, kwargs) in assigner_table().items():
+    for name, (cls_name, kwargs) in assigner_table(args.assigners).items():
         for n in args.images:
             for g in args.gts:
                 row = {"assigner": name, "images": n, "gts": g}
@@ -322,9 +329,11 @@ def main():
     p.add_argument("--before", action="store_true", help="also time the dense reference (tests/reference)")
     p.add_argument("--before-max-elements", type=float, default=7e7, help="skip dense cases above N·R·G")
     p.add_argument("--before-images", type=int, nargs="+", default=[1], help="image counts with a before column")
+    p.add_argument("--assigners", nargs="+", default=None, help="only these (names as in the table)")
     p.add_argument("--out", default=None, help="result json (default benchmarks/results/assigners_<date>.json)")
     p.add_argument("--render", default=None, help="print the tables of a result json instead of measuring")
     p.add_argument("--readme", default=None, help="with --render: replace the README's table between markers")
+    p.add_argument("--marker", default="bench_assigners", help="with --readme: <!-- MARKER:begin --> … <!-- MARKER:end -->")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -335,7 +344,7 @@ def main():
             table = render(json.load(f))
         print(table)
         if args.readme:
-            write_readme(args.readme, table, os.path.relpath(args.render, ROOT))
+            write_readme(args.readme, table, os.path.relpath(args.render, ROOT), name=args.marker)
         return
     print("| assigner | images | gts | before | after | after MiB | after ÷ conv | speed-up |")
     print("|---|---|---|---|---|---|---|---|")

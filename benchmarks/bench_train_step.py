@@ -39,6 +39,8 @@ DEFAULT = [
     "projects/DSLA/configs/fcos_dsla_r18_synth.py",
     "configs/atss_r18_synth.py",
     "projects/DynamicATSS/configs/dynamic_atss_qfl_iou_branch_r18_synth.py",
+    "projects/DDOD/configs/ddod_r18_synth.py",
+    "projects/DDOD/configs/ddod_fcos_r18_synth.py",
     "configs/foveabox_r18_synth.py",
     "projects/DSLA/configs/foveabox_dsla_r18_synth.py",
     "projects/DW/configs/fcos_dw_r18_synth.py",

@@ -108,13 +108,13 @@ def test_meta_arch_feeds_piou_to_soft_targets_and_iou_branch():
         seen.update(assignment=assignment, pred_boxes=outputs["pred_boxes"].detach(), priors=priors)
         return loss_forward(outputs, priors, assignment, **parts)
 
-    def capture_targets(logits, assignment, target_scores):
+    def capture_targets(logits, assignment, target_scores, weights=None):
         seen["targets"] = target_scores
-        return classification(logits, assignment, target_scores)
+        return classification(logits, assignment, target_scores, weights)
 
-    def capture_branch(quality_logits, priors, assignment, ious):
+    def capture_branch(quality_logits, priors, assignment, ious, **kwargs):
         seen["branch_targets"] = model.quality.branch_targets(priors, assignment, ious)
-        return branch_loss(quality_logits, priors, assignment, ious)
+        return branch_loss(quality_logits, priors, assignment, ious, **kwargs)
 
     model.loss.forward = capture_loss
     model.loss.classification = capture_targets

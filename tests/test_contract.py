@@ -12,9 +12,9 @@ from tiny import gt_instances, tiny_fcos
 
 
 class TargetRecordingLoss(DenseDetectionLoss):
-    def classification(self, logits, assignment, target_scores):
+    def classification(self, logits, assignment, target_scores, weights=None):
         self.targets = target_scores
-        return super().classification(logits, assignment, target_scores)
+        return super().classification(logits, assignment, target_scores, weights)
 
 
 def disentangled_case():

@@ -31,9 +31,9 @@ class RecordingLoss(DenseDetectionLoss):
         self.seen = dict(logits=outputs["cls_logits"], pred_boxes=outputs["pred_boxes"], assignment=assignment)
         return super().forward(outputs, priors, assignment, **parts)
 
-    def classification(self, logits, assignment, target_scores):
+    def classification(self, logits, assignment, target_scores, weights=None):
         self.seen["target_scores"] = target_scores
-        return super().classification(logits, assignment, target_scores)
+        return super().classification(logits, assignment, target_scores, weights)
 
 
 def dsla_loss(**kwargs):

@@ -1,10 +1,10 @@
 """The sparse assigners give exactly the dense ones' assignments (issue 13).
 
 The reference is today's dense implementation, frozen in ``tests/reference/
-dense_assigners.py``. Every ``Assignment`` field is compared: bit for bit for labels,
-matched gts and masks; within 1e-6 for the float ones (box targets, scores, weights,
-extras). The inputs are randomised but seeded, and built to hit the edge cases of each
-rule:
+dense_assigners.py`` (DDOD's, which landed later, written there from its spec). Every
+``Assignment`` field is compared: bit for bit for labels, matched gts and masks; within
+1e-6 for the float ones (box targets, scores, weights, extras). The inputs are randomised
+but seeded, and built to hit the edge cases of each rule:
 
 * 0–300 gts per image (one case with 3000), several images with different counts (padding),
   images without a gt, no gt at all in the batch;
@@ -16,6 +16,8 @@ rule:
   grid lines (fovea bounds landing on integers), equal-area overlapping boxes;
 * ATSS distance ties: gt centres exactly on a grid point or halfway between grid points,
   centres outside the grid (near and far);
+* Dynamic ATSS / DDOD: noisy predicted boxes (one NaN, one inverted) and random class
+  logits;
 * grid priors with offset 0 and 0.5, several grid shapes, and hand-made arbitrary point
   sets (``Priors`` without ``grid_sizes``) that take the sparse code's fallback path.
 """
@@ -29,6 +31,7 @@ from detectron2.structures import Boxes, Instances
 
 from dsla_d2.assigners import (
     ATSSAssigner,
+    DDODAssigner,
     DSLAAssigner,
     DSLAFoveaAssigner,
     DynamicATSSAssigner,
@@ -40,6 +43,7 @@ from dsla_d2.utils.progress import TrainingProgress
 
 from reference.dense_assigners import (
     DenseATSSAssigner,
+    DenseDDODAssigner,
     DenseDSLAAssigner,
     DenseDSLAFoveaAssigner,
     DenseDynamicATSSAssigner,
@@ -81,6 +85,11 @@ VARIANTS = [
     ("dynamic-atss", DynamicATSSAssigner, DenseDynamicATSSAssigner, {}),
     ("dynamic-atss-piou", ATSSAssigner, DenseATSSAssigner, {"anchor_iou_weight": 0.0, "pred_iou_weight": 1.0}),
     ("dynamic-atss-sched", DynamicATSSAssigner, DenseDynamicATSSAssigner, SCHEDULE),
+    ("ddod", DDODAssigner, DenseDDODAssigner, {}),
+    ("ddod-k1", DDODAssigner, DenseDDODAssigner, {"topk": 1}),
+    ("ddod-k4-margin", DDODAssigner, DenseDDODAssigner, {"topk": 4, "center_margin": 2.0}),
+    ("ddod-k30-alphas", DDODAssigner, DenseDDODAssigner, {"topk": 30, "cls_alpha": 0.5, "reg_alpha": 0.8}),
+    ("ddod-alpha-ends", DDODAssigner, DenseDDODAssigner, {"cls_alpha": 0.0, "reg_alpha": 1.0}),  # score / IoU only
 ]
 
 
@@ -236,7 +245,7 @@ def test_sparse_equals_dense(variant):
     progress = TrainingProgress(3, 10)
     positives = 0
     for case, priors, gts, preds in CASES:
-        if "3000" in case and not name.endswith(("fcos", "dsla", "atss", "fovea", "dynamic-atss")):
+        if "3000" in case and not name.endswith(("fcos", "dsla", "atss", "fovea", "dynamic-atss", "ddod")):
             continue  # the large case once per assigner family
         a = sparse(priors, gts, NC, preds, progress=progress)
         b = dense(priors, gts, NC, preds, progress=progress)

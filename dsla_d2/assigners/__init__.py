@@ -1,6 +1,8 @@
 """Label assigners. See :mod:`dsla_d2.assigners.base` for the contract."""
 from .atss import ATSSAssigner, DynamicATSSAssigner, resolve_iou_weight, select_topk_candidates, unbiased_std
+from .atss_core import ATSSMatch, CandidateQuality, atss_match
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
+from .ddod import DDODAssigner, ddod_cost
 from .dsla import DSLAAssigner, relaxation_score, relaxed_ranges
 from .dsla_fovea import DSLAFoveaAssigner
 from .dw import DWAssigner

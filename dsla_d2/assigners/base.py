@@ -92,7 +92,8 @@ class Assignment:
             assignments, a soft static label (DSLA's label_s) otherwise; 0 for background.
             Quality coupling may multiply it by an IoU (DSLA's label_d, Dynamic ATSS).
         cls_weights: (N, R) per-prior weight of the classification loss (1 by default;
-            0 to ignore a prior; per-level weights for DDOD's hierarchical loss).
+            0 to ignore a prior). DDOD's per-level weights are not here: the loss applies
+            them (:class:`~dsla_d2.losses.LevelWeighting`).
         reg_mask: (N, R) bool regression positives.
         box_targets: (N, R, 4) absolute XYXY box of the regression ground truth
             (zeros where not ``reg_mask``).

@@ -10,7 +10,7 @@ The loss contract (every loss module of dsla_d2 follows it)::
 ``"pred_boxes"`` (N, R, 4); the loss owns every term it returns, so the meta-architecture
 has no method-specific branch.
 """
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +23,25 @@ from ..priors import Priors
 from ..utils.comm import normalizer
 from ..utils.events import put_scalar
 from .box_losses import BOX_LOSS_TYPES, iou_loss
+from .level_weights import LevelWeighting
 from .quality_focal import quality_focal_loss, soft_one_hot, varifocal_loss
 
-__all__ = ["DenseDetectionLoss"]
+__all__ = ["DenseDetectionLoss", "count_normalizer"]
 
 CLS_LOSSES = ("focal", "qfl", "vfl")
-CLS_NORMALIZERS = ("num_pos", "sum_scores", "num_pos_plus_images")
-BOX_NORMALIZERS = ("num_pos", "sum_weights")
+#: Count normalisers: "num_pos" = Σ positives; "num_pos_per_image_min1" = Σ_images
+#: max(positives of the image, 1) (mmdetection's anchor heads: ATSS, DDOD).
+COUNT_NORMALIZERS = ("num_pos", "num_pos_per_image_min1")
+CLS_NORMALIZERS = COUNT_NORMALIZERS + ("sum_scores", "num_pos_plus_images")
+BOX_NORMALIZERS = COUNT_NORMALIZERS + ("sum_weights",)
+
+
+def count_normalizer(mask: Tensor, kind: str, minimum: float = 1.0) -> Tensor:
+    """max(all-reduce-mean of the count of ``mask`` (N, R), ``minimum``) for ``kind`` in
+    :data:`COUNT_NORMALIZERS`."""
+    if kind == "num_pos_per_image_min1":
+        return normalizer(mask.sum(dim=1).clamp(min=1).sum().float(), minimum)
+    return normalizer(mask.sum().float(), minimum)
 
 
 class DenseDetectionLoss(nn.Module):
@@ -38,19 +50,27 @@ class DenseDetectionLoss(nn.Module):
     Args:
         cls_loss: "focal" (hard targets; sigmoid focal loss, Lin et al. 2017), "qfl"
             (Quality Focal Loss on the soft targets), "vfl" (Varifocal Loss).
-        cls_normalizer: "num_pos" (all-reduced count of positives), "sum_scores"
-            (all-reduced Σ soft targets, DSLA's Σ label_d) or "num_pos_plus_images"
-            (FoveaBox). Always ≥ 1.
+        cls_normalizer: "num_pos" (all-reduced count of positives),
+            "num_pos_per_image_min1" (Σ_images max(positives, 1): ATSS/DDOD code),
+            "sum_scores" (all-reduced Σ soft targets, DSLA's Σ label_d) or
+            "num_pos_plus_images" (FoveaBox). Always ≥ 1.
         box_loss: "iou" (−log IoU), "linear_iou", "giou" on decoded boxes, or "smooth_l1"
             on the box coder's encoded targets (FoveaBox).
-        box_normalizer: "num_pos" or "sum_weights" (Σ regression weights: FCOS/ATSS
-            centerness, DSLA label_s).
+        box_normalizer: "num_pos", "num_pos_per_image_min1" (of the regression positives)
+            or "sum_weights" (Σ regression weights: FCOS/ATSS centerness, DSLA label_s).
         box_normalizer_min: lower bound of the box normaliser: 1 (ATSS, mmdetection's
             ``clamp(min=1)``) or 1e-6 (FCOS's max(Σ centerness targets, 1e-6), so that a
             batch whose positives have a small total weight is not down-weighted).
         focal_alpha, focal_gamma: focal loss; qfl_beta; vfl_alpha, vfl_gamma.
         smooth_l1_beta: SmoothL1 β for "smooth_l1".
         cls_weight, box_weight: loss weights.
+        quality_normalizer: normaliser of the quality branch's BCE (its weight is the
+            quality coupling's ``branch_weight``): "num_pos" or "num_pos_per_image_min1",
+            of the regression positives.
+        level_weighting: a :class:`~dsla_d2.losses.LevelWeighting` (DDOD's per-level
+            weights from positive counts: classification loss × the level's cls weight,
+            box and quality losses × its reg weight), or None. Level weights multiply the
+            per-prior losses, never the normalisers.
     """
 
     def __init__(
@@ -69,6 +89,8 @@ class DenseDetectionLoss(nn.Module):
         smooth_l1_beta: float = 0.11,
         cls_weight: float = 1.0,
         box_weight: float = 1.0,
+        quality_normalizer: str = "num_pos",
+        level_weighting: Optional[LevelWeighting] = None,
     ):
         super().__init__()
         for name, value, allowed in (
@@ -76,6 +98,7 @@ class DenseDetectionLoss(nn.Module):
             ("cls_normalizer", cls_normalizer, CLS_NORMALIZERS),
             ("box_loss", box_loss, BOX_LOSS_TYPES + ("smooth_l1",)),
             ("box_normalizer", box_normalizer, BOX_NORMALIZERS),
+            ("quality_normalizer", quality_normalizer, COUNT_NORMALIZERS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
@@ -94,12 +117,17 @@ class DenseDetectionLoss(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.cls_weight = cls_weight
         self.box_weight = box_weight
+        self.quality_normalizer = quality_normalizer
+        self.level_weighting = level_weighting
 
-    def classification(self, logits: Tensor, assignment: Assignment, target_scores: Tensor) -> Tensor:
+    def classification(
+        self, logits: Tensor, assignment: Assignment, target_scores: Tensor, weights: Optional[Tensor] = None
+    ) -> Tensor:
         """
         Args:
             logits: (N, R, C).
             target_scores: (N, R) target for the labelled class (after quality coupling).
+            weights: (N, R) per-prior loss weights; default ``assignment.cls_weights``.
         """
         num_classes = logits.shape[-1]
         pos = assignment.pos_mask
@@ -111,36 +139,73 @@ class DenseDetectionLoss(nn.Module):
             loss = quality_focal_loss(logits, target, beta=self.qfl_beta)
         else:
             loss = varifocal_loss(logits, target, alpha=self.vfl_alpha, gamma=self.vfl_gamma)
-        loss = (loss.sum(dim=-1) * assignment.cls_weights).sum()
+        loss = (loss.sum(dim=-1) * (assignment.cls_weights if weights is None else weights)).sum()
 
         if self.cls_normalizer == "sum_scores":
             norm = normalizer(torch.where(pos, target_scores, torch.zeros_like(target_scores)).sum())
         elif self.cls_normalizer == "num_pos_plus_images":
             norm = normalizer(pos.sum().float() + pos.shape[0])
         else:
-            norm = normalizer(pos.sum().float())
+            norm = count_normalizer(pos, self.cls_normalizer)
         return self.cls_weight * loss / norm
 
-    def regression(self, pred_boxes: Tensor, pred_deltas: Tensor, assignment: Assignment, box_coder, priors) -> Tensor:
+    def regression(
+        self,
+        pred_boxes: Tensor,
+        pred_deltas: Tensor,
+        assignment: Assignment,
+        box_coder,
+        priors,
+        weights: Optional[Tensor] = None,
+    ) -> Tensor:
         """
         Args:
             pred_boxes: (N, R, 4) decoded predicted boxes (with gradient).
             pred_deltas: (N, R, 4) raw regression output (for "smooth_l1").
+            weights: (N, R) per-prior loss weights; default ``assignment.reg_weights``.
+                The "sum_weights" normaliser always sums the assignment's weights.
         """
         mask = assignment.reg_mask
-        weights = assignment.reg_weights[mask]
+        own = assignment.reg_weights[mask]
+        weights = own if weights is None else weights[mask]
         if self.box_loss == "smooth_l1":
             targets = box_coder.encode(assignment.box_targets, priors)
-            per_pos = F.smooth_l1_loss(pred_deltas[mask], targets[mask], beta=self.smooth_l1_beta, reduction="none").sum(-1)
+            per_pos = F.smooth_l1_loss(pred_deltas[mask], targets[mask], beta=self.smooth_l1_beta, reduction="none")
+            per_pos = per_pos.sum(-1)
         else:
             per_pos = iou_loss(pred_boxes[mask], assignment.box_targets[mask], self.box_loss)
         if self.box_normalizer == "sum_weights":
-            norm = normalizer(weights.sum(), self.box_normalizer_min)
+            norm = normalizer(own.sum(), self.box_normalizer_min)
         else:
-            norm = normalizer(mask.sum().float(), self.box_normalizer_min)
+            norm = count_normalizer(mask, self.box_normalizer, self.box_normalizer_min)
         # An empty positive set still returns a loss connected to the graph.
         loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
         return self.box_weight * loss / norm
+
+    def prior_weights(self, priors: Priors, assignment: Assignment, update: bool) -> Dict[str, Optional[Tensor]]:
+        """(N, R) per-prior weights of the loss terms (no gradient): ``"cls"`` and ``"reg"``
+        the assignment's ``cls_weights`` / ``reg_weights`` times the level weights, and
+        ``"quality"`` the quality branch's (None: unweighted). Without a level weighting they
+        are the assignment's own.
+
+        ``update``: a training step — the level weighting adds the batch to its cumulative
+        counters (otherwise the same weights are computed and nothing is stored).
+        """
+        weights = {"cls": assignment.cls_weights, "reg": assignment.reg_weights, "quality": None}
+        if self.level_weighting is None:
+            return weights
+        with torch.no_grad():
+            # DDOD eqs. 3-5: level l's losses × w_l, classification by the counts of the
+            # classification positives, box and IoU branch by those of the regression ones.
+            w_cls, w_reg = self.level_weighting(priors, assignment.pos_mask, assignment.reg_mask, update)
+            weights["cls"] = assignment.cls_weights * w_cls[priors.levels]
+            weights["reg"] = assignment.reg_weights * w_reg[priors.levels]
+            weights["quality"] = w_reg[priors.levels].expand_as(assignment.reg_weights)
+        if update:
+            for level, (wc, wr) in enumerate(zip(w_cls.tolist(), w_reg.tolist())):
+                put_scalar(f"level_weight/cls_{level}", wc)
+                put_scalar(f"level_weight/reg_{level}", wr)
+        return weights
 
     def forward(
         self, outputs: Mapping[str, Tensor], priors: Priors, assignment: Assignment, *, box_coder, quality
@@ -160,13 +225,19 @@ class DenseDetectionLoss(nn.Module):
             ``loss_quality``.
         """
         t = self.loss_targets(outputs, assignment, quality=quality)
+        w = self.prior_weights(priors, assignment, update=self.training)
         put_scalar("num_pos_per_image", assignment.pos_mask.sum().item() / max(len(assignment.labels), 1))
         losses = {
-            "loss_cls": self.classification(outputs["cls_logits"], assignment, t["target_scores"]),
-            "loss_box_reg": self.regression(outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors),
+            "loss_cls": self.classification(outputs["cls_logits"], assignment, t["target_scores"], w["cls"]),
+            "loss_box_reg": self.regression(
+                outputs["pred_boxes"], outputs["box_reg"], assignment, box_coder, priors, w["reg"]
+            ),
         }
         if quality.supervises_branch:
-            losses["loss_quality"] = quality.branch_loss(outputs["quality"][..., 0], priors, assignment, t["reg_ious"])
+            norm = count_normalizer(assignment.reg_mask, self.quality_normalizer)
+            losses["loss_quality"] = quality.branch_loss(
+                outputs["quality"][..., 0], priors, assignment, t["reg_ious"], weights=w["quality"], norm=norm
+            )
         if assignment.reg_mask.any():
             put_scalar("mean_pos_iou", t["reg_ious"][assignment.reg_mask].mean())
         return losses
@@ -215,22 +286,24 @@ class DenseDetectionLoss(nn.Module):
             (DSLA label_d, Dynamic ATSS PIoU, 1 for hard methods; 0 on background),
             ``"cls_target_static"`` the assigner's score before quality coupling
             (``Assignment.cls_scores``: DSLA label_s), ``"cls_weight"`` the per-prior
-            classification loss weight, ``"reg_mask"`` (bool) the regression positives,
-            ``"reg_weight"`` the box-loss weight (0 off ``reg_mask``), ``"cls_iou"`` /
+            classification loss weight (DDOD's level weights included), ``"reg_mask"``
+            (bool) the regression positives, ``"reg_weight"`` the box-loss weight (level
+            weights included; 0 off ``reg_mask``), ``"cls_iou"`` /
             ``"reg_iou"`` the IoUs of the detached predictions with the classification /
             regression gt, and with a supervised branch ``"quality_target"`` (0 off
             ``reg_mask``).
         """
         t = self.loss_targets(outputs, assignment, quality=quality)
+        w = self.prior_weights(priors, assignment, update=False)  # the level counters stay as they are
         with torch.no_grad():
             mask = assignment.reg_mask
             zeros = torch.zeros_like(t["reg_ious"])
             out = {
                 "cls_target": self.labelled_class_target(assignment, t["target_scores"]),
                 "cls_target_static": assignment.cls_scores,
-                "cls_weight": assignment.cls_weights,
+                "cls_weight": w["cls"],
                 "reg_mask": mask,
-                "reg_weight": torch.where(mask, assignment.reg_weights, zeros),
+                "reg_weight": torch.where(mask, w["reg"], zeros),
                 "cls_iou": t["cls_ious"],
                 "reg_iou": t["reg_ious"],
             }

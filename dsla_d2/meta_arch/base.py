@@ -33,9 +33,10 @@ from .yacs_bridge import lazy_model_kwargs
 __all__ = ["AssignedDenseDetector", "TOPK_MODES"]
 
 #: Per-level candidate selection at inference: the top-k (location, class) pairs by score
-#: (Detectron2's RetinaNet/FCOS), or the top-k locations by their best class score, every
-#: class above the threshold at those locations then kept (mmdetection 2.x heads, the DSLA
-#: authors' code).
+#: (Detectron2's RetinaNet/FCOS), or the top-k locations by their best class probability
+#: (the score when the threshold applies to the score, ``QualityCoupling.threshold_on``),
+#: every class above the threshold at those locations then kept (mmdetection 2.x heads: the
+#: DSLA and DDOD authors' code).
 TOPK_MODES = ("pairs", "locations")
 
 logger = logging.getLogger(__name__)
@@ -210,10 +211,11 @@ class AssignedDenseDetector(DenseDetector):
         """
         masked = self.quality.thresholded_scores(probs, scores, self.test_score_thresh)
         if self.test_topk_mode == "locations":
-            # rank locations by their best score (over all classes, before the threshold),
-            # keep the top k, then every class above the threshold at those locations
+            # rank locations by their best thresholded quantity (class probability or score,
+            # over all classes, before the threshold), keep the top k, then every class above
+            # the threshold at those locations
             k = min(self.test_topk_candidates, scores.shape[0])
-            locations = scores.max(dim=1).values.topk(k).indices
+            locations = self.quality.thresholded_quantity(probs, scores).max(dim=1).values.topk(k).indices
             masked = torch.full_like(masked, -1.0).index_copy_(0, locations, masked[locations])
             flat = masked.flatten()
             idx = (flat >= 0).nonzero().squeeze(1)

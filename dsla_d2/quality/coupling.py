@@ -94,17 +94,32 @@ class QualityCoupling(nn.Module):
             return centerness_from_ltrb(aligned_ltrb(priors.points, assignment.box_targets))
         return ious
 
-    def branch_loss(self, quality_logits: Tensor, priors: Priors, assignment: Assignment, ious: Tensor) -> Tensor:
+    def branch_loss(
+        self,
+        quality_logits: Tensor,
+        priors: Priors,
+        assignment: Assignment,
+        ious: Tensor,
+        weights: Optional[Tensor] = None,
+        norm: Optional[Tensor] = None,
+    ) -> Tensor:
         """BCE on the regression positives, normalised by their all-reduced count.
 
         Args:
             quality_logits: (N, R) branch output.
+            weights: (N, R) optional per-prior weights of the BCE (DDOD's per-level
+                regression weights); None: unweighted.
+            norm: the normaliser, if the loss chooses another one (DDOD: Σ_images
+                max(regression positives, 1)); None: max(all-reduced #positives, 1).
         """
         mask = assignment.reg_mask
         targets = self.branch_targets(priors, assignment, ious).detach()
-        loss = F.binary_cross_entropy_with_logits(quality_logits[mask], targets[mask], reduction="sum")
+        weight = None if weights is None else weights[mask]
+        loss = F.binary_cross_entropy_with_logits(quality_logits[mask], targets[mask], weight=weight, reduction="sum")
         loss = loss + 0.0 * quality_logits.sum()
-        return self.branch_weight * loss / normalizer(mask.sum().float())
+        if norm is None:
+            norm = normalizer(mask.sum().float())
+        return self.branch_weight * loss / norm
 
     def inference_scores(self, cls_logits: Tensor, quality_logits: Optional[Tensor]) -> Tensor:
         """(N, R, C) class probabilities times the quality (if there is a branch)."""
@@ -114,8 +129,14 @@ class QualityCoupling(nn.Module):
         scores = scores * quality_logits.sigmoid()
         return scores.sqrt() if self.score_sqrt else scores
 
+    def thresholded_quantity(self, probs: Tensor, scores: Tensor) -> Tensor:
+        """What ``test_score_thresh`` is compared with (``threshold_on``): the class
+        probabilities ("cls") or the final scores ("score"); also what ranks locations in
+        the detector's ``test_topk_mode="locations"``."""
+        return probs if self.threshold_on == "cls" else scores
+
     def thresholded_scores(self, probs: Tensor, scores: Tensor, threshold: float) -> Tensor:
         """``scores`` where the thresholded quantity (``threshold_on``) exceeds
         ``threshold``, −1 elsewhere (never kept)."""
-        keep = (probs if self.threshold_on == "cls" else scores) > threshold
+        keep = self.thresholded_quantity(probs, scores) > threshold
         return torch.where(keep, scores, torch.full_like(scores, -1.0))

@@ -1,11 +1,20 @@
 """All-reduce helpers: loss normalisers averaged over processes, so N GPUs give the loss of
-one big batch (through ``detectron2.utils.comm``)."""
+one big batch, and counts summed over processes (through ``detectron2.utils.comm``)."""
 import torch.distributed as dist
 from torch import Tensor
 
 from detectron2.utils import comm
 
-__all__ = ["reduce_mean", "normalizer"]
+__all__ = ["reduce_mean", "reduce_sum", "normalizer"]
+
+
+def reduce_sum(value: Tensor) -> Tensor:
+    """All-reduce sum of a tensor over all processes (identity in one process); a new
+    tensor without gradient either way."""
+    value = value.detach().clone()
+    if comm.get_world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
 
 
 def reduce_mean(value: Tensor) -> Tensor:

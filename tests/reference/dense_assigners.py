@@ -7,6 +7,10 @@ computation so that ``tests/test_sparse_equivalence.py`` can check that every
 ``Assignment`` field is unchanged, and ``benchmarks/bench_assigners.py --before`` can time
 it. It is not part of the ``dsla_d2`` package.
 
+``DenseDDODAssigner`` came later (DDOD landed after issue 13): it is not a frozen copy but
+written from the spec (``shared/specs/ddod.md`` §1), on the full images × priors × gts cost
+grid, as an independent reference for the sparse ``DDODAssigner``.
+
 Each class subclasses the library assigner it replaces, so it takes exactly the same
 constructor arguments, and overrides only ``assign`` with the dense body. Elementwise
 primitives (centerness, aligned IoU, the relaxation ramp, the unbiased std) and the dense
@@ -18,6 +22,7 @@ from torch import Tensor
 
 from dsla_d2.assigners import (
     ATSSAssigner,
+    DDODAssigner,
     DSLAAssigner,
     DSLAFoveaAssigner,
     DynamicATSSAssigner,
@@ -36,6 +41,7 @@ __all__ = [
     "DenseDSLAFoveaAssigner",
     "DenseATSSAssigner",
     "DenseDynamicATSSAssigner",
+    "DenseDDODAssigner",
 ]
 
 
@@ -309,3 +315,58 @@ class DenseATSSAssigner(ATSSAssigner):
 
 class DenseDynamicATSSAssigner(DynamicATSSAssigner):
     assign = dense_atss_assign
+
+
+# ---------------------------------------------------------------- DDOD (from the spec)
+class DenseDDODAssigner(DDODAssigner):
+    """DDOD's label-assignment disentanglement (spec ``ddod.md`` §1), dense: the cost of
+    every (prior, gt) pair, C[a, g] = p(a, class_g)^(1−α) · IoU(pred_box[a], gt_g)^α (paper
+    eq. 1), is an (N, R, G) grid; candidates are the k nearest anchor centres per level
+    (L2); threshold = mean + unbiased std of C over the candidates; positive iff C ≥
+    threshold and the anchor centre is more than ``center_margin`` inside the gt; several
+    gts → the highest cost (exact ties: the lowest gt index). Run with α_cls for the
+    classification positives and α_reg for the regression positives.
+
+    Bad input, as the library documents it: a non-finite score or predicted box gives
+    p = 0 or IoU = 0; padding gts are never positive and have threshold 0.
+    """
+
+    def dense_cost_atss(self, priors, gt, prob, iou, alpha):
+        """(matched (N, R), winning cost (N, R), threshold (N, G)) for one α."""
+        anchors = priors.anchors
+        boxes = gt.boxes.to(anchors.dtype)
+        cost = prob.pow(1.0 - alpha) * iou.pow(alpha)  # (N, R, G), eq. 1
+        centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+        gt_centers = (boxes[..., :2] + boxes[..., 2:]) / 2
+        dist = (centers[None, :, None, :] - gt_centers[:, None, :, :]).pow(2).sum(-1).sqrt()
+        cand = select_topk_candidates(dist, priors.num_per_level, self.topk)  # (N, K, G)
+        cand_cost = torch.gather(cost, 1, cand)
+        threshold = cand_cost.mean(dim=1) + unbiased_std(cand_cost, dim=1)
+        threshold = torch.where(gt.valid, threshold, torch.zeros_like(threshold))
+        is_cand = torch.zeros_like(cost, dtype=torch.bool).scatter_(1, cand, True)
+        inside = point_box_ltrb(centers, boxes).min(dim=-1).values > self.center_margin
+        positive = is_cand & (cost >= threshold[:, None, :]) & inside & gt.valid[:, None, :]
+        score = torch.where(positive, cost, torch.full_like(cost, float("-inf")))
+        best, matched = score.max(dim=2)  # first maximum: the lowest gt index
+        is_pos = torch.isfinite(best)
+        matched = torch.where(is_pos, matched, torch.full_like(matched, -1))
+        return matched, torch.where(is_pos, best, torch.zeros_like(best)), threshold
+
+    def assign(self, priors, gt, num_classes, predictions, progress=None):
+        logits, pred_boxes = predictions["cls_logits"], predictions["pred_boxes"]
+        n_img, n_gt = gt.classes.shape
+        n_pri = len(priors)
+        if n_gt == 0 or n_pri == 0:
+            matched = torch.full((n_img, n_pri), -1, dtype=torch.long, device=logits.device)
+            zeros_g = torch.zeros(n_img, n_gt, device=logits.device)
+            zeros_r = torch.zeros(n_img, n_pri, device=logits.device)
+            extras = {"cls_threshold": zeros_g, "reg_threshold": zeros_g, "cls_cost": zeros_r, "reg_cost": zeros_r}
+            return Assignment.from_matches(gt, matched, num_classes, extras=extras, reg_matched=matched)
+        own_class = gt.classes.clamp(min=0)[:, None, :].expand(n_img, n_pri, n_gt)
+        prob = torch.nan_to_num(torch.gather(logits, 2, own_class).sigmoid(), nan=0.0)  # (N, R, G)
+        iou = aligned_box_iou(pred_boxes[:, :, None, :], gt.boxes.to(pred_boxes.dtype)[:, None, :, :])
+        iou = torch.nan_to_num(iou, nan=0.0, posinf=0.0, neginf=0.0)
+        cls_matched, cls_cost, cls_thr = self.dense_cost_atss(priors, gt, prob, iou, self.cls_alpha)
+        reg_matched, reg_cost, reg_thr = self.dense_cost_atss(priors, gt, prob, iou, self.reg_alpha)
+        extras = {"cls_threshold": cls_thr, "reg_threshold": reg_thr, "cls_cost": cls_cost, "reg_cost": reg_cost}
+        return Assignment.from_matches(gt, cls_matched, num_classes, extras=extras, reg_matched=reg_matched)

@@ -1,0 +1,10 @@
+"""DDOD paper Table 4, a pair the paper does not report: spatial + supervision disentanglement.
+
+COCO val2017, R-50 1x, on ATSS; ``ddod_R_50_FPN_1x.py`` with only the three switches below.
+"""
+from ..common.ddod import atss_assigner, DCN_FIRST, level_weighting
+from ..ddod_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.assigner = atss_assigner()  # assignment: off (IoU-based ATSS)
+model.head.deformable_convs = DCN_FIRST  # spatial: on
+model.loss.level_weighting = level_weighting("linear_interpolate", accumulate=True)  # supervision: on

@@ -1,0 +1,8 @@
+"""DDOD paper Table 5: α_cls = 0.7, α_reg = 0.6 (assignment disentanglement only). Paper AP 40.1.
+
+``t4_assignment.py`` with the cost assigner's two α (C = p^(1−α)·IoU^α).
+"""
+from .t4_assignment import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.assigner.cls_alpha = 0.7
+model.assigner.reg_alpha = 0.6

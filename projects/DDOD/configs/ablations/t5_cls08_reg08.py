@@ -1,0 +1,8 @@
+"""DDOD paper Table 5: α_cls = 0.8, α_reg = 0.8 (assignment disentanglement only). Paper AP 39.9.
+
+``t4_assignment.py`` with the cost assigner's two α (C = p^(1−α)·IoU^α).
+"""
+from .t4_assignment import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.assigner.cls_alpha = 0.8
+model.assigner.reg_alpha = 0.8

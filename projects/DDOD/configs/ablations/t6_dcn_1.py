@@ -1,0 +1,8 @@
+"""DDOD paper Table 6 (DCN position in both towers): position 1, the first tower conv
+(= ``t4_spatial.py``). Paper AP 40.6.
+
+``t4_spatial.py`` (spatial disentanglement only) with the deformable conv moved.
+"""
+from .t4_spatial import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.head.deformable_convs = [0]
