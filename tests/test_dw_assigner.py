@@ -148,6 +148,35 @@ def test_thousand_gts_match_the_dense_definition():
     assert torch.equal(key, key.sort().values)  # sorted by (image, gt, prior)
 
 
+@pytest.mark.parametrize("k", [1, 3, 9, 15])
+def test_topk_bags_match_the_dense_definition(k):
+    # Top-k bags enumerate only a window of k strides around each gt centre; on 1000 random
+    # boxes (large, long and thin ones, some partly outside, duplicates) they must equal the
+    # dense definition: per (gt, level), the k inside points nearest the centre, ties by prior index.
+    g = torch.Generator().manual_seed(k)
+    sizes = [(32, 40), (16, 20), (8, 10), (4, 5), (2, 3)]
+    priors = grid([8, 16, 32, 64, 128], sizes)
+    xy = torch.rand(1000, 2, generator=g) * 320 - 16
+    wh = 2 + torch.rand(1000, 2, generator=g) ** 2 * 250
+    wh[::7, 0] = 3 + torch.rand(143, generator=g) * 6  # thin columns: long runs of one grid column
+    xy[::5] = torch.round(xy[::5] / 8) * 8  # centres and edges on grid lines: distance ties
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[1::97] = boxes[0::97][: len(boxes[1::97])]  # duplicates
+    a = DWAssigner(bag="topk", topk=k)(priors, [gt_instances(boxes, torch.zeros(1000, dtype=torch.long), (256, 320))], 1)
+    pts = priors.points[:, None]
+    inside = ((pts > boxes[None, :, :2]) & (pts < boxes[None, :, 2:])).all(-1)  # (R, G)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    dist2 = (((pts - centre[None]) / priors.strides[:, None, None]) ** 2).sum(-1)  # (R, G)
+    expect = set()
+    for level in range(len(sizes)):  # dense per level: rank by (distance, prior index)
+        rows = (priors.levels == level).nonzero().squeeze(1)
+        d = torch.where(inside[rows], dist2[rows], torch.full_like(dist2[rows], float("inf")))
+        order = torch.sort(d, dim=0, stable=True).indices[:k]  # (≤ k, G)
+        for gi in range(len(boxes)):
+            expect |= {(int(rows[r]), gi) for r in order[:, gi].tolist() if torch.isfinite(d[r, gi])}
+    assert set(zip(a.pairs.prior.tolist(), a.pairs.gt.tolist())) == expect
+
+
 def test_bad_arguments_and_point_sets():
     with pytest.raises(ValueError, match="bag='center'"):
         DWAssigner(bag="center")

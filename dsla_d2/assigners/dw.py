@@ -53,14 +53,16 @@ __all__ = ["DWAssigner", "BAGS", "inside_pairs", "center_prior"]
 BAGS = ("soft_prior", "hard_prior", "threshold", "topk")
 
 
-def inside_pairs(priors: Priors, gt: GTBatch) -> CandidatePairs:
-    """Every (image, point, gt) with the point strictly inside the valid gt, on all levels.
+def inside_pairs(priors: Priors, gt: GTBatch, max_offset: Optional[float] = None) -> CandidatePairs:
+    """Every (image, point, gt) with the point strictly inside the valid gt, on all levels
+    (with ``max_offset`` = k: at least those within k strides of the gt centre along x and y,
+    which hold every level's k nearest inside points; see ``inside_box_pairs``).
 
     Returns:
         pairs sorted by (image, gt, prior), with ``values["offset"]`` (P, 2): the
         stride-normalised offset (point − gt centre)/stride.
     """
-    pairs = inside_box_pairs(priors, gt.boxes, gt.valid)
+    pairs = inside_box_pairs(priors, gt.boxes, gt.valid, gt.centers, max_offset)
     pairs.values["offset"] = (pairs.of_prior(priors.points) - pairs.of_gt(gt.centers)) / pairs.of_prior(priors.strides)[:, None]
     return pairs
 
@@ -107,7 +109,7 @@ class DWAssigner(DenseAssigner):
 
     def candidate_bags(self, priors: Priors, gt: GTBatch) -> CandidatePairs:
         """The bags as pairs with ``values["center_prior"]`` (P,) = G."""
-        pairs = inside_pairs(priors, gt)
+        pairs = inside_pairs(priors, gt, max_offset=self.topk if self.bag == "topk" else None)
         offset = pairs.values.pop("offset")
         if self.bag in ("soft_prior", "hard_prior"):
             g = center_prior(offset, self.sigma)

@@ -15,6 +15,7 @@ grid geometry for grid priors, by a chunked brute-force test for an arbitrary po
 An assigner may also hand its pairs to the loss through ``Assignment.pairs`` (DW's
 candidate bags: every point inside a gt, with per-pair weights computed with gradient).
 """
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -309,15 +310,25 @@ def region_pair_chunks(
             yield CandidatePairs(torch.div(row, g, rounding_mode="floor"), prior, row % g, g)
 
 
-def inside_box_pairs(priors: Priors, boxes: Tensor, valid: Tensor) -> CandidatePairs:
+def inside_box_pairs(
+    priors: Priors, boxes: Tensor, valid: Tensor, centers: Optional[Tensor] = None, max_offset: Optional[float] = None
+) -> CandidatePairs:
     """Every (image, prior, box) with the prior point strictly inside the valid box (FCOS's
     inside test l, t, r, b > 0), on every level: :func:`region_pair_chunks` over the boxes
     themselves, the exact test per chunk, the kept pairs concatenated. Memory follows the
     pairs inside (plus one chunk), never priors × boxes.
 
+    With ``centers`` and ``max_offset`` = k, a grid prior is only enumerated if it also lies
+    within k grid spacings Δ of its level (along x and along y) from the centre clamped to
+    the level's grid, c' (more may be returned, never fewer). That is all a per-(box, level)
+    top-k by distance to the centre c needs: an inside point p with |p_x − c'_x| > k·Δ has k
+    grid points of its row strictly between c' and p — inside the box (it holds c and p)
+    and strictly closer to c —, likewise along y, so it never ranks among the k nearest.
+
     Args:
-        priors: grid priors or a point set.
+        priors: grid priors or a point set (point sets are not windowed).
         boxes: (N, G, 4) XYXY; valid: (N, G) bool.
+        centers: (N, G, 2) the window centres; max_offset: k, in strides.
     Returns:
         pairs sorted by (image, box, prior).
     """
@@ -325,6 +336,18 @@ def inside_box_pairs(priors: Priors, boxes: Tensor, valid: Tensor) -> CandidateP
     num_levels = len(priors.num_per_level)
     lo = boxes[:, :, None, :2].expand(n, g, num_levels, 2)
     hi = boxes[:, :, None, 2:].expand(n, g, num_levels, 2)
+    axes = grid_axes(priors) if max_offset is not None else None
+    if axes is not None:
+        first, last, spacing = (torch.full((num_levels, 2), v, dtype=boxes.dtype, device=boxes.device)
+                                for v in (-math.inf, math.inf, math.inf))
+        for level, (xs, ys) in enumerate(axes):  # ≤ 5 levels; an empty level is not windowed
+            if len(xs) and len(ys):
+                first[level] = torch.stack([xs[0], ys[0]]).to(boxes.dtype)
+                last[level] = torch.stack([xs[-1], ys[-1]]).to(boxes.dtype)
+                spacing[level] = torch.stack([a.diff().max() if len(a) > 1 else a.new_zeros(()) for a in (xs, ys)]).to(boxes.dtype)
+        center = torch.maximum(torch.minimum(centers[:, :, None, :], last), first)  # c', (N, G, L, 2)
+        lo = torch.maximum(lo, center - max_offset * spacing)
+        hi = torch.minimum(hi, center + max_offset * spacing)
     kept = []
     for pairs in region_pair_chunks(priors, lo, hi, valid[:, :, None].expand(n, g, num_levels)):
         points, box = pairs.of_prior(priors.points), pairs.of_gt(boxes)
