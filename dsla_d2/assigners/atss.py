@@ -45,7 +45,9 @@ from torch import Tensor
 from ..box_ops import aligned_box_iou
 from ..priors import Priors
 from ..utils.progress import TrainingProgress
-from .atss_core import CandidateQuality, atss_match, centerness_weights, select_topk_candidates, unbiased_std
+from .atss_core import (
+    CandidateQuality, atss_match, candidate_predicted_iou, centerness_weights, select_topk_candidates, unbiased_std,
+)
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 
 # select_topk_candidates and unbiased_std live in atss_core; re-exported here.
@@ -182,15 +184,11 @@ class ATSSAssigner(DenseAssigner):
         gt_b = gt.boxes.to(anchors.dtype)[:, None]  # (N, 1, G, 4)
 
         def quality(cand: Tensor) -> List[Tuple[float, Tensor]]:
-            n_img, k_total, n_gt = cand.shape
             terms = []
             if w_a != 0.0:
                 terms.append((w_a, aligned_box_iou(anchors[cand], gt_b)))  # AIoU (N, K, G)
             if w_p != 0.0:
-                flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
-                cand_pred = torch.gather(pred_boxes.to(anchors.dtype), 1, flat).view(n_img, k_total, n_gt, 4)
-                piou = torch.nan_to_num(aligned_box_iou(cand_pred, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
-                terms.append((w_p, piou))
+                terms.append((w_p, candidate_predicted_iou(pred_boxes.to(anchors.dtype), cand, gt_b)))  # PIoU
             return terms
 
         return quality

@@ -18,7 +18,7 @@ from typing import Callable, List, Tuple
 import torch
 from torch import Tensor
 
-from ..box_ops import centerness_from_ltrb
+from ..box_ops import aligned_box_iou, centerness_from_ltrb
 from ..priors import Priors
 from .base import GTBatch
 from .nearest import nearest_candidates, select_topk_candidates  # noqa: F401  (re-exported)
@@ -127,6 +127,22 @@ def atss_match(priors: Priors, gt: GTBatch, quality: CandidateQuality, topk: int
     matched = winners.matched
     best = winners.value("quality", total.dtype)
     return ATSSMatch(matched=matched, quality=best, threshold=threshold)
+
+
+def candidate_predicted_iou(pred_boxes: Tensor, cand: Tensor, gt_boxes: Tensor) -> Tensor:
+    """IoU of each candidate's predicted box with its gt (Dynamic ATSS's PIoU, DDOD's
+    cost term), 0 where the prediction is not finite.
+
+    Args:
+        pred_boxes: (N, R, 4) decoded predicted boxes (detached).
+        cand: (N, K, G) candidate prior indices; gt_boxes: (N, 1, G, 4), pred_boxes' dtype.
+    Returns:
+        (N, K, G).
+    """
+    n_img, k_total, n_gt = cand.shape
+    flat = cand.reshape(n_img, k_total * n_gt, 1).expand(-1, -1, 4)
+    boxes = torch.gather(pred_boxes, 1, flat).view(n_img, k_total, n_gt, 4)
+    return torch.nan_to_num(aligned_box_iou(boxes, gt_boxes), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def centerness_weights(priors: Priors, gt: GTBatch, matched: Tensor) -> Tensor:

@@ -26,10 +26,9 @@ from typing import List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..box_ops import aligned_box_iou
 from ..priors import Priors
 from ..utils.progress import TrainingProgress
-from .atss_core import CandidateQuality, atss_match
+from .atss_core import CandidateQuality, atss_match, candidate_predicted_iou
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 
 __all__ = ["DDODAssigner", "ddod_cost"]
@@ -93,9 +92,7 @@ class DDODAssigner(DenseAssigner):
 
         def costs(cand: Tensor) -> Tuple[Tensor, Tensor]:
             _, k_total, n_gt = cand.shape
-            flat = cand.reshape(n_img, k_total * n_gt)
-            boxes = torch.gather(pred_boxes, 1, flat[..., None].expand(-1, -1, 4)).view(n_img, k_total, n_gt, 4)
-            iou = torch.nan_to_num(aligned_box_iou(boxes, gt_b), nan=0.0, posinf=0.0, neginf=0.0)
+            iou = candidate_predicted_iou(pred_boxes, cand, gt_b)
             idx = (cand * n_cls + classes[:, None, :]).reshape(n_img, k_total * n_gt)
             prob = torch.gather(logits.reshape(n_img, n_pri * n_cls), 1, idx).view(n_img, k_total, n_gt).sigmoid()
             return torch.nan_to_num(prob, nan=0.0), iou
