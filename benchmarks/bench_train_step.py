@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Train-step time (forward + backward + SGD step) of several detectors on the same inputs,
-as a JSON result file and a Markdown table.
+"""Train-step time (forward + backward + SGD step) of several detectors on the same inputs.
+
+Written as a JSON result file and rendered as a Markdown table.
 
     python benchmarks/bench_train_step.py [--configs A.py B.py ...] [--batch 8] [--steps 10]
         [--rounds 3] [--threads N] [--output benchmarks/results/train_step_<date>.json]
