@@ -81,6 +81,27 @@ def test_render_table_from_records(store):
     assert any(line.startswith("**1 of 3 rows not measured yet** (planned: 600 iterations, seeds 0, 1, 2;") for line in lines)
 
 
+def test_paired_difference_to_a_baseline(store):
+    campaigns, results = store
+    for seed, ap in ((0, 2.0), (1, 4.0)):
+        run_record.write_json(os.path.join(results, "camp", "atss_r18_synth", f"seed{seed}.json"), _record("atss_r18_synth", seed, ap))
+    table = dict(TABLE, paired="AP", rows=[
+        dict(run="fcos_r18_synth", label="FCOS"),
+        dict(run="atss_r18_synth", label="ATSS", vs=dict(run="fcos_r18_synth", label="FCOS")),
+        dict(run="fcos-giou", label="FCOS GIoU", vs=dict(run="fcos_r18_synth", label="FCOS")),
+    ])
+    lines = render_tables.render_table("t", table, results, campaigns).splitlines()
+    assert lines[1] == "| detector | AP | AP50 | IoU | AP per seed | ΔAP vs baseline, same seeds |"
+    # ATSS − FCOS on seeds 0, 1: 2 − 1 = +1, 4 − 2 = +2 → mean +1.5, sample std √((0.25 + 0.25)/1) = 0.71
+    assert lines[4].endswith("| 2.00 / 4.00 | +1.5 ± 0.7 vs FCOS |")
+    # FCOS GIoU: seed 0 finished (4 − 1 = +3), seed 1 failed → one paired seed
+    assert lines[5].endswith("| +3.0 vs FCOS (1 seed) |")
+    assert lines[3].endswith("| 1.00 / 2.00 / 3.00 |  |")  # no baseline, empty cell
+    with pytest.raises(SystemExit, match="has no run named 'nope'"):
+        render_tables.render_table("t", dict(table, rows=[dict(run="fcos_r18_synth", label="F", vs=dict(run="nope", label="N"))]),
+                                   results, campaigns)
+
+
 def test_a_row_must_name_a_run_of_its_campaign(store):
     campaigns, results = store
     table = dict(TABLE, rows=[dict(run="nope", label="x")])

@@ -14,13 +14,20 @@ and is defined in ``benchmarks/tables.yaml``::
                                             # "AP" means "bbox/AP", "train/x" the last logged
                                             # training value of x; other keys as given
         per_seed: AP                        # optional: a column with each seed's value
+        paired: AP                          # optional: a column with the difference to the
+                                            # row's baseline (`vs`), seed by seed
         decimals: 1                         # optional (per-seed values get one more)
         first_column: detector              # optional header of the label column
         rows:
           - {run: fcos_r18_synth, label: "FCOS (`configs/fcos_r18_synth.py`)"}
           - {run: other, label: "...", campaign: another_campaign}   # a row from another campaign
+          - {run: fcos_dsla, label: "...", vs: {run: fcos_r18_synth, label: FCOS}}  # with `paired`
+                                            # (vs may name its own campaign too)
 
-Each row shows mean ± sample std over the row's finished runs; the lines under the table
+Each row shows mean ± sample std over the row's finished runs (with ``paired``: of the
+per-seed differences to its baseline, over the seeds both finished — the seed-to-seed
+spread of a short training is shared by both runs of a seed, so the paired difference is the
+steadier comparison); the lines under the table
 state the budget, seeds, commit(s) and the record files. A row with no record yet says
 "not yet measured" (and the planned budget, from the campaign file) — never a typed number.
 """
@@ -42,8 +49,8 @@ TABLES_FILE = os.path.join(ROOT, "benchmarks", "tables.yaml")
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 CAMPAIGNS_DIR = os.path.join(ROOT, "benchmarks", "campaigns")
 DOC_GLOBS = ("README.md", "projects/*/README.md")
-TABLE_KEYS = {"campaign", "metrics", "per_seed", "decimals", "first_column", "rows"}
-ROW_KEYS = {"run", "label", "campaign"}
+TABLE_KEYS = {"campaign", "metrics", "per_seed", "paired", "decimals", "first_column", "rows"}
+ROW_KEYS = {"run", "label", "campaign", "vs"}
 SUMMARY_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 _BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
 NOT_MEASURED = "not yet measured"
@@ -81,6 +88,28 @@ def mean_std(values, decimals=1):
     return f"{statistics.mean(values):.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
 
 
+def signed_mean_std(values, decimals=1):
+    """[1, 2] -> '+1.5 ± 0.7' (sample std); one value -> '+1.0'; none -> '–'."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:+.{decimals}f}"
+    return f"{statistics.mean(values):+.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
+
+
+def paired_cell(row, done, campaign, metric, decimals, results_dir):
+    """The row's ``metric`` minus its baseline's, seed by seed, over the seeds both finished."""
+    if "vs" not in row:
+        return ""
+    base_campaign = row["vs"].get("campaign", campaign)
+    base = {r["seed"]: metric_value(r, metric) for r in load_records(base_campaign, row["vs"]["run"], results_dir)
+            if r["status"] == "finished"}
+    diffs = [metric_value(r, metric) - base[r["seed"]] for r in done
+             if base.get(r["seed"]) is not None and metric_value(r, metric) is not None]
+    seeds = "" if len(diffs) > 1 else (" (1 seed)" if diffs else "")
+    return f"{signed_mean_std(diffs, decimals)} vs {row['vs']['label']}{seeds}"
+
+
 def load_records(campaign, run, results_dir=RESULTS_DIR):
     """All records of one run of a campaign, sorted by seed."""
     files = glob.glob(os.path.join(results_dir, campaign, run, "seed*.json"))
@@ -99,6 +128,11 @@ def load_tables(path=TABLES_FILE):
         for i, row in enumerate(t["rows"]):
             if set(row) - ROW_KEYS or not {"run", "label"} <= set(row):
                 raise SystemExit(f"{path}: table {name!r} rows[{i}] needs run and label, got {row!r}")
+            vs = row.get("vs")
+            if vs is not None and (not isinstance(vs, dict) or not {"run", "label"} <= set(vs) <= {"run", "label", "campaign"}
+                                   or "paired" not in t):
+                raise SystemExit(f"{path}: table {name!r} rows[{i}]: vs needs {{run, label[, campaign]}} and the table a "
+                                 f"'paired' metric, got {vs!r}")
     return tables
 
 
@@ -152,7 +186,9 @@ def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
     decimals = table.get("decimals", 1)
     per_seed = table.get("per_seed")
     cols = metric_columns(table)
+    paired = table.get("paired")
     header = [table.get("first_column", "detector"), *(h for _, h, _ in cols)] + ([f"{per_seed} per seed"] if per_seed else [])
+    header += [f"Δ{paired} vs baseline, same seeds"] if paired else []
     lines = [f"<!-- rendered by tools/render_tables.py from benchmarks/results/ (table {name!r} in "
              "benchmarks/tables.yaml); edit those, not this -->",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -174,6 +210,10 @@ def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
         if per_seed:
             values = [metric_value(r, per_seed) if r["status"] == "finished" else None for r in records]
             cells.append(" / ".join("failed" if v is None else f"{v:.{decimals + 1}f}" for v in values))
+        if paired:
+            if "vs" in row:
+                planned(row["vs"].get("campaign", campaign), row["vs"]["run"], campaigns_dir)  # a planned baseline
+            cells.append(paired_cell(row, done, campaign, paired, decimals, results_dir))
         label = row["label"] if len(done) == len(plan_seeds) else f"{row['label']} ({len(done)} of {len(plan_seeds)} seeds)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
