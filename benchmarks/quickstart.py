@@ -32,6 +32,9 @@ from result_files import (  # noqa: E402
 STEPS = ("install", "test", "demo")
 MARKER = "quickstart"
 CALLER_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DETECTRON2_DATASETS")
+# A make that runs this script (e.g. `make test` running the test suite) exports these; the
+# clone's make must run as a top-level make, as CI runs it.
+MAKE_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
 TAIL_LINES = 60
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SUMMARY = re.compile(r"^=*\s*((?:\d+ \w+(?:, )?)+|no tests ran) in ([\d.]+)s\b")
@@ -83,8 +86,8 @@ def last_bbox_metrics(path):
 # ------------------------------------------------------------------ running
 def clean_env():
     """The environment a CI job would have: ours, less the caller's Python/dataset
-    settings, plus ``CI=true``. Returns (env, names dropped)."""
-    dropped = sorted(k for k in os.environ if k in CALLER_ENV or k.startswith("DSLA_D2_"))
+    settings and any enclosing make's variables, plus ``CI=true``. Returns (env, names dropped)."""
+    dropped = sorted(k for k in os.environ if k in CALLER_ENV + MAKE_ENV or k.startswith("DSLA_D2_"))
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["CI"] = "true"
     return env, dropped

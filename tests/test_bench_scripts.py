@@ -128,9 +128,11 @@ def test_clean_env_drops_the_callers_python_and_dataset_settings(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/somewhere")
     monkeypatch.setenv("DSLA_D2_SYNTH_ROOT", "/data")
     monkeypatch.setenv("HOME_LIKE_SETTING", "kept")
+    monkeypatch.setenv("MAKELEVEL", "1")  # as under `make test`: the clone's make must be top-level
+    monkeypatch.setenv("MAKEFLAGS", "w")
     env, dropped = quickstart.clean_env()
     assert env["CI"] == "true" and env["HOME_LIKE_SETTING"] == "kept"
-    assert {"PYTHONPATH", "DSLA_D2_SYNTH_ROOT"} <= set(dropped) and not set(dropped) & set(env)
+    assert {"PYTHONPATH", "DSLA_D2_SYNTH_ROOT", "MAKELEVEL", "MAKEFLAGS"} <= set(dropped) and not set(dropped) & set(env)
 
 
 def test_quickstart_render_into_readme(tmp_path):
