@@ -79,22 +79,15 @@ def metric_columns(table):
     return cols
 
 
-def mean_std(values, decimals=1):
-    """[1, 2, 3] -> '2.0 ± 1.0' (sample std, n − 1); one value -> '1.0'; none -> '–'."""
+def mean_std(values, decimals=1, signed=False):
+    """[1, 2, 3] -> '2.0 ± 1.0' (sample std, n − 1); one value -> '1.0'; none -> '–'.
+    ``signed``: the mean with its sign, '+2.0 ± 1.0' (differences)."""
     if not values:
         return "–"
+    sign = "+" if signed else ""
     if len(values) == 1:
-        return f"{values[0]:.{decimals}f}"
-    return f"{statistics.mean(values):.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
-
-
-def signed_mean_std(values, decimals=1):
-    """[1, 2] -> '+1.5 ± 0.7' (sample std); one value -> '+1.0'; none -> '–'."""
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:+.{decimals}f}"
-    return f"{statistics.mean(values):+.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
+        return f"{values[0]:{sign}.{decimals}f}"
+    return f"{statistics.mean(values):{sign}.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
 
 
 def paired_cell(row, done, campaign, metric, decimals, results_dir):
@@ -107,7 +100,7 @@ def paired_cell(row, done, campaign, metric, decimals, results_dir):
     diffs = [metric_value(r, metric) - base[r["seed"]] for r in done
              if base.get(r["seed"]) is not None and metric_value(r, metric) is not None]
     seeds = "" if len(diffs) > 1 else (" (1 seed)" if diffs else "")
-    return f"{signed_mean_std(diffs, decimals)} vs {row['vs']['label']}{seeds}"
+    return f"{mean_std(diffs, decimals, signed=True)} vs {row['vs']['label']}{seeds}"
 
 
 def load_records(campaign, run, results_dir=RESULTS_DIR):
