@@ -55,8 +55,8 @@ BAGS = ("soft_prior", "hard_prior", "threshold", "topk")
 
 def inside_pairs(priors: Priors, gt: GTBatch, max_offset: Optional[float] = None) -> CandidatePairs:
     """Every (image, point, gt) with the point strictly inside the valid gt, on all levels
-    (with ``max_offset`` = k: at least those within k strides of the gt centre along x and y,
-    which hold every level's k nearest inside points; see ``inside_box_pairs``).
+    (with ``max_offset`` = k: at least those within k grid spacings of the gt centre along x
+    and y, which hold every level's k nearest inside points; see ``inside_box_pairs``).
 
     Returns:
         pairs sorted by (image, gt, prior), with ``values["offset"]`` (P, 2): the

@@ -328,7 +328,7 @@ def inside_box_pairs(
     Args:
         priors: grid priors or a point set (point sets are not windowed).
         boxes: (N, G, 4) XYXY; valid: (N, G) bool.
-        centers: (N, G, 2) the window centres; max_offset: k, in strides.
+        centers: (N, G, 2) the window centres; max_offset: k, in grid spacings of each level.
     Returns:
         pairs sorted by (image, box, prior).
     """
