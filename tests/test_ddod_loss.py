@@ -19,7 +19,7 @@ from detectron2.utils.events import EventStorage
 from dsla_d2.assigners import Assignment, DDODAssigner, GTBatch
 from dsla_d2.box_coders import DeltaBoxCoder
 from dsla_d2.heads import ATSSHead
-from dsla_d2.losses import DenseDetectionLoss, LevelWeighting, level_weights
+from dsla_d2.losses import DenseDetectionLoss, LevelWeighting, weights_per_level
 from dsla_d2.meta_arch import DslaATSS
 from dsla_d2.priors import PriorGenerator
 from dsla_d2.quality import QualityCoupling
@@ -50,21 +50,21 @@ def test_linear_interpolate_spec_vector():
     # w = 2 − (n − min)/(max − min): counts [1000, 600, 300, 100, 20], max − min = 980:
     # 1000 → 1; 600 → 2 − 580/980 = 1.408163; 300 → 2 − 280/980 = 1.714286;
     # 100 → 2 − 80/980 = 1.918367; 20 → 2.
-    w = level_weights(torch.tensor([1000, 600, 300, 100, 20]), "linear_interpolate")
+    w = weights_per_level(torch.tensor([1000, 600, 300, 100, 20]), "linear_interpolate")
     assert w.tolist() == pytest.approx([1.0, 1.408163, 1.714286, 1.918367, 2.0], abs=1e-6)
     # all equal → all 2 (the 1e−10 keeps it finite)
-    assert level_weights(torch.tensor([7, 7, 7]), "linear_interpolate").tolist() == [2.0, 2.0, 2.0]
+    assert weights_per_level(torch.tensor([7, 7, 7]), "linear_interpolate").tolist() == [2.0, 2.0, 2.0]
 
 
 def test_table7_alternatives():
     counts = torch.tensor([40, 40, 10, 5, 5])
     # Sum-Reweight: 5 · n / Σn = 5 · [40, 40, 10, 5, 5] / 100 = [2, 2, 0.5, 0.25, 0.25]
-    assert level_weights(counts, "sum_reweight").tolist() == pytest.approx([2.0, 2.0, 0.5, 0.25, 0.25])
-    assert level_weights(torch.zeros(5, dtype=torch.long), "sum_reweight").tolist() == [1.0] * 5
+    assert weights_per_level(counts, "sum_reweight").tolist() == pytest.approx([2.0, 2.0, 0.5, 0.25, 0.25])
+    assert weights_per_level(torch.zeros(5, dtype=torch.long), "sum_reweight").tolist() == [1.0] * 5
     # Linear-Reweight: 1 → 2 in steps of 1/4, whatever the counts
-    assert level_weights(counts, "linear_reweight").tolist() == [1.0, 1.25, 1.5, 1.75, 2.0]
+    assert weights_per_level(counts, "linear_reweight").tolist() == [1.0, 1.25, 1.5, 1.75, 2.0]
     with pytest.raises(ValueError, match="not one of"):
-        level_weights(counts, "log")
+        weights_per_level(counts, "log")
 
 
 def level_priors():

@@ -34,7 +34,7 @@ __all__ = ["LEVEL_WEIGHTINGS", "LevelWeighting", "level_weights"]
 LEVEL_WEIGHTINGS = ("linear_interpolate", "sum_reweight", "linear_reweight")
 
 
-def level_weights(counts: Tensor, method: str) -> Tensor:
+def weights_per_level(counts: Tensor, method: str) -> Tensor:
     """(L,) per-level positive counts → (L,) float64 weights (module docstring)."""
     if method not in LEVEL_WEIGHTINGS:
         raise ValueError(f"level weighting {method!r} is not one of {LEVEL_WEIGHTINGS}")
@@ -110,4 +110,4 @@ class LevelWeighting(nn.Module):
         else:
             totals = (self.cls_counts + batch[0], self.reg_counts + batch[1])
         used = totals if self.accumulate else batch
-        return tuple(level_weights(c, self.method).to(torch.float32) for c in used)
+        return tuple(weights_per_level(c, self.method).to(torch.float32) for c in used)

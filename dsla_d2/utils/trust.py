@@ -1,21 +1,74 @@
-"""Which ``_target_``\\ s a served config may instantiate.
+"""What a served config may instantiate, and how a config file from a run directory is read.
 
-A ``config.yaml`` in an output directory names the classes (``_target_``) that serving
-instantiates; a doctored one could name any importable callable (``os.system``). Serving
-therefore instantiates only targets in :data:`ALLOWED_MODULES` (and their submodules),
-plus what the caller explicitly allows.
+A run directory is something people download and share (a model zoo entry, a colleague's
+run). Serving it, resuming it or evaluating it must never run code that it carries:
+
+* its ``config.yaml`` is read with a safe YAML loader (:func:`load_config`): plain data only,
+  no ``!!python/...`` tags (Detectron2's ``LazyConfig.load`` uses ``yaml.unsafe_load``);
+* the ``_target_``\\ s of its ``model`` node are instantiated only if they are *model parts*
+  (:func:`check_targets`), never arbitrary callables.
+
+The rule for a ``_target_`` (:func:`is_model_part`): it must resolve, by its own import
+path, to
+
+1. a subclass of ``torch.nn.Module`` defined in one of :data:`TRUSTED_PACKAGES`
+   (dsla_d2, detectron2, torchvision, torch), or
+2. one of the config helpers in :data:`MODEL_HELPERS` (stage builders, box coders,
+   ``ShapeSpec``) named exactly.
+
+Functions such as ``torch.load``, ``torch.hub.load``, ``detectron2.config.LazyConfig.load``
+or ``torch.utils.collect_env.run`` are therefore refused although they live in those
+packages. To serve a model built from your own code, name what you trust in
+``allowed_targets=``: a module name (``"my_project.models"``) extends rule 1 to the
+``nn.Module`` subclasses defined in that module or below it; a full name
+(``"my_project.coders.MyCoder"``) allows exactly that callable.
+
+A ``.py`` config is Python: loading it runs it, so :func:`load_config` runs one only when
+the caller names it, never one found in a run directory.
 """
-from typing import Iterable, List, Sequence
+import importlib
+import inspect
+import os
+from typing import FrozenSet, Iterable, List, Optional, Sequence
 
-from omegaconf import DictConfig, ListConfig
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["ALLOWED_MODULES", "UntrustedTargetError", "find_targets", "check_targets"]
+from ..errors import UserInputError
 
-ALLOWED_MODULES = ("dsla_d2", "detectron2", "torch", "torchvision")
+__all__ = [
+    "TRUSTED_PACKAGES",
+    "MODEL_HELPERS",
+    "UntrustedTargetError",
+    "UnsafeConfigError",
+    "find_targets",
+    "is_model_part",
+    "check_targets",
+    "resolved_targets",
+    "load_config",
+]
+
+TRUSTED_PACKAGES = ("dsla_d2", "detectron2", "torchvision", "torch")
+# the callables a model description needs that are not nn.Module classes
+MODEL_HELPERS: FrozenSet[str] = frozenset(
+    {
+        "detectron2.layers.shape_spec.ShapeSpec",
+        "detectron2.modeling.backbone.resnet.ResNet.make_default_stages",
+        "detectron2.modeling.backbone.resnet.ResNet.make_stage",
+        "dsla_d2.backbones.basic_block_stages",
+        "dsla_d2.box_coders.DeltaBoxCoder",
+        "dsla_d2.box_coders.FoveaLogBoxCoder",
+        "dsla_d2.box_coders.LTRBBoxCoder",
+    }
+)
 
 
-class UntrustedTargetError(ValueError):
-    """A config names a ``_target_`` outside the allowed modules."""
+class UntrustedTargetError(UserInputError, ValueError):
+    """A config names a ``_target_`` that is not a model part."""
+
+
+class UnsafeConfigError(UserInputError, ValueError):
+    """A config file holds more than plain data (YAML tags that build Python objects)."""
 
 
 def find_targets(node, path: str = "") -> List[tuple]:
@@ -34,36 +87,130 @@ def find_targets(node, path: str = "") -> List[tuple]:
     return found
 
 
-def _allowed(target: str, modules: Iterable[str]) -> bool:
-    return any(target == m or target.startswith(m + ".") for m in modules)
+def _under(name: str, modules: Iterable[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
 
 
-def _trusted(target: str, modules: Sequence[str]) -> bool:
-    """The name is in an allowed module, and so is what it resolves to (a name such as
-    ``torch.os.system`` is under ``torch`` but resolves to ``os.system``)."""
-    if not _allowed(target, modules):
+def _resolve(target: str):
+    """The object at import path ``target`` (module, then attributes), or None.
+
+    Only modules inside the names' own package are imported: ``target`` has already
+    been checked to lie under a trusted package or an allowed name."""
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            continue  # a package attribute may shadow a submodule: try the longer module
+        return obj
+    return None
+
+
+def _home(obj) -> Optional[str]:
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else None
+
+
+def is_model_part(target: str, allowed_targets: Sequence[str] = ()) -> bool:
+    """Whether ``target`` (an import path) may be instantiated from a served config (the
+    module docstring's rule). Nothing outside :data:`TRUSTED_PACKAGES` and
+    ``allowed_targets`` is imported to decide."""
+    import torch
+
+    allowed = tuple(allowed_targets)
+    if not _under(target, TRUSTED_PACKAGES + allowed):
         return False
-    from detectron2.utils.registry import locate
-
-    try:
-        obj = locate(target)
-    except Exception:
-        return True  # instantiate() will report that it does not exist
-    home = getattr(obj, "__module__", None)
-    if not home:  # nothing says where it comes from: its name decides
-        return True
-    return _allowed(f"{home}.{getattr(obj, '__qualname__', '')}", modules)
+    obj = _resolve(target)
+    home = _home(obj)
+    if obj is None or home is None:
+        return False
+    if home in MODEL_HELPERS or home in allowed:
+        return _resolve(home) is obj
+    return (
+        inspect.isclass(obj)
+        and issubclass(obj, torch.nn.Module)
+        and _under(obj.__module__, TRUSTED_PACKAGES + allowed)
+    )
 
 
 def check_targets(node, extra_allowed: Sequence[str] = (), source: str = "the config", path: str = "") -> None:
     """Raise :class:`UntrustedTargetError` naming every ``_target_`` of ``node`` (whose
-    config path is ``path``) that is not in :data:`ALLOWED_MODULES` or ``extra_allowed``
-    (module or full names)."""
-    modules = tuple(ALLOWED_MODULES) + tuple(extra_allowed)
-    bad = [(p, target) for p, target in find_targets(node, path) if not _trusted(str(target), modules)]
+    config path is ``path``) that is not a model part (:func:`is_model_part`, with
+    ``extra_allowed`` as ``allowed_targets``)."""
+    bad = [(p, t) for p, t in find_targets(node, path) if not is_model_part(str(t), extra_allowed)]
     if bad:
-        listed = ", ".join(f"{path}={target}" for path, target in bad)
+        listed = ", ".join(f"{p}={t}" for p, t in bad)
         raise UntrustedTargetError(
-            f"{source} names {listed}: serving only instantiates classes from {', '.join(ALLOWED_MODULES)}. "
-            "If you trust this config, allow the module explicitly (allowed_targets=[...])."
+            f"{source} names {listed}: a served config may only instantiate nn.Module classes of "
+            f"{', '.join(TRUSTED_PACKAGES)} and the model-building helpers of dsla_d2.utils.trust.MODEL_HELPERS. "
+            "If you trust this code, name it explicitly (allowed_targets=['module.or.full.Name'])."
         )
+
+
+def resolved_targets(node, extra_allowed: Sequence[str] = (), source: str = "the config"):
+    """:func:`check_targets`, then a copy of ``node`` whose ``_target_`` strings are replaced
+    by the objects that were checked, so that ``instantiate`` calls exactly those (and does
+    not resolve the names again its own way)."""
+    check_targets(node, extra_allowed, source=source)
+    node = OmegaConf.create(OmegaConf.to_container(node, resolve=True), flags={"allow_objects": True})
+
+    def visit(x):
+        if isinstance(x, DictConfig):
+            if isinstance(x.get("_target_"), str):
+                x._target_ = _resolve(x._target_)
+            for value in x.values():
+                visit(value)
+        elif isinstance(x, ListConfig):
+            for value in x:
+                visit(value)
+
+    visit(node)
+    return node
+
+
+class _PlainDataLoader(yaml.SafeLoader):
+    """YAML's safe loader: maps, lists, strings, numbers, booleans and null only."""
+
+
+def _refuse_tag(loader, tag_suffix, node):
+    raise UnsafeConfigError(
+        f"line {node.start_mark.line + 1}: the tag !!python/{tag_suffix} would build a Python object "
+        "(and can run code); a config file here must be plain data"
+    )
+
+
+_PlainDataLoader.add_multi_constructor("tag:yaml.org,2002:python/", _refuse_tag)
+
+
+def load_config(path: str, trust_python: bool = True):
+    """A lazy config from ``path``, reading YAML as plain data only.
+
+    ``.yaml``/``.yml``: parsed with a safe loader (a ``!!python/...`` tag raises
+    :class:`UnsafeConfigError` naming the file and line; nothing is constructed).
+    ``.py``: run by Detectron2's ``LazyConfig.load`` when ``trust_python`` (the caller named
+    the file), refused otherwise.
+    """
+    from detectron2.config import LazyConfig
+
+    ext = os.path.splitext(path)[1]
+    if ext == ".py":
+        if not trust_python:
+            raise UnsafeConfigError(f"{path} is Python: loading it would run it; only a YAML config is read here")
+        return LazyConfig.load(path)
+    if ext not in (".yaml", ".yml"):
+        raise ValueError(f"Config file {path} has to be a .py or .yaml file")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.load(f, Loader=_PlainDataLoader)  # noqa: S506 (a SafeLoader subclass)
+        except UnsafeConfigError as e:
+            raise UnsafeConfigError(f"{path}: {e}") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a config (a YAML mapping); got {type(data).__name__}")
+    return OmegaConf.create(data, flags={"allow_objects": True})
