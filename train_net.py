@@ -15,14 +15,21 @@ Built like Detectron2's ``tools/lazyconfig_train_net.py``: ``LazyConfig.load`` +
 periodic checkpoints, ``EvalHook`` with ``COCOEvaluator`` (and
 ``dsla_d2.evaluation.ConsistencyEvaluator`` with ``train.consistency_eval.enabled=True``), and
 metrics.json / TensorBoard / console writers; ``launch`` for multi-GPU, multi-machine and
-multi-process CPU (gloo). Start-up checks, in order: overrides (known keys), numeric
-values, datasets (files, boxes, classes of train vs test vs model), output directory (no
-silent rerun); all before the model is built.
+multi-process CPU (gloo). Start-up checks, in order: overrides (known keys), values,
+datasets (files, boxes, images, classes of train vs test vs model), the checkpoint to
+resume or evaluate (readable, of this model), output directory (no silent rerun); all
+before the model is built and before anything is written. Then the output directory is
+locked (one run at a time) and the run starts.
+
+A refusal of user input prints one line (``train_net.py: error: ...``) and exits with
+status 2; ``--debug`` (or ``DSLA_D2_DEBUG=1``) shows its traceback.
 """
 import difflib
 import hashlib
 import logging
 import os
+
+import contextlib
 
 import torch
 
@@ -38,14 +45,27 @@ from omegaconf import OmegaConf
 from dsla_d2.data import register_coco_json_dataset
 from dsla_d2.data.coco_json import BAD_BOX_POLICIES
 from dsla_d2.engine import TrainingProgressHook
-from dsla_d2.engine.checkpoint import RunCheckpointer, load_for_inference, model_description
+from dsla_d2.engine.checkpoint import (
+    DESCRIPTION_KEY,
+    ModelMismatchError,
+    RunCheckpointer,
+    _torch_load,
+    describe_mismatch,
+    load_for_inference,
+    model_description,
+    read_checkpoint,
+    resume_description,
+)
 from dsla_d2.engine.config_checks import validate_config
-from dsla_d2.engine.data_checks import check_datasets_agree, count_annotations, dataset_names
+from dsla_d2.engine.data_checks import DatasetMismatchError, check_datasets_agree, count_annotations, dataset_names
 from dsla_d2.engine.data_order import ResumableTrainLoader
 from dsla_d2.engine.distributed import create_ddp_model, launch
-from dsla_d2.engine.hooks import METRICS_WINDOW, DataOrderHook, MetricsHistory
+from dsla_d2.engine.hooks import METRICS_WINDOW, DataOrderHook, EvalAfterSuccess, MetricsHistory, RunWriters
+from dsla_d2.engine.lock import OutputDirLock
 from dsla_d2.engine.run_dir import check_output_dir, eval_output_dir, move_run_aside, repair_metrics
+from dsla_d2.errors import UnknownConfigKeyError, UsageError, debug_requested, run_cli
 from dsla_d2.evaluation import evaluate_model
+from dsla_d2.utils.trust import load_config
 
 logger = logging.getLogger("dsla_d2.train_net")
 _MISSING = object()
@@ -65,6 +85,8 @@ def add_dataset_args(parser):
 def add_run_args(parser):
     parser.add_argument("--restart", action="store_true",
                         help="train from scratch in an output directory that holds a run; its files are moved to replaced_runs/")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a refused input too (also: DSLA_D2_DEBUG=1)")
     return parser
 
 
@@ -80,23 +102,34 @@ def apply_dataset_args(cfg, args):
         ("test", args.test_json, args.test_images),
     ):
         if bool(json_file) != bool(images):
-            raise SystemExit(f"--{split}-json and --{split}-images must be given together")
+            raise UsageError(f"--{split}-json and --{split}-images must be given together")
         if json_file:
             pairs.append((split, os.path.abspath(json_file), os.path.abspath(images)))
     if not pairs:
         return cfg
     records = list(OmegaConf.select(cfg, "train.coco_json_datasets", default=None) or [])
+    given = _overridden(args.opts, "model.num_classes")
     for split, json_file, images in pairs:
         # one name per file (and role), so several datasets can be registered in one process
         name = f"coco_json_{split}_{hashlib.sha1(json_file.encode()).hexdigest()[:8]}"
         meta = register_coco_json_dataset(name, json_file, images, bad_boxes=args.bad_boxes, for_training=split == "train")
         cfg.dataloader[split].dataset.names = name
+        if given and cfg.model.num_classes != len(meta.thing_classes):
+            raise DatasetMismatchError(
+                f"model.num_classes={cfg.model.num_classes} was given, but {json_file} has {len(meta.thing_classes)} "
+                f"classes {list(meta.thing_classes)[:10]}: drop the override (the number of classes comes from the json)"
+            )
         cfg.model.num_classes = len(meta.thing_classes)
         records.append({"name": name, "json_file": json_file, "image_root": images,
                         "thing_classes": list(meta.thing_classes), "bad_boxes": args.bad_boxes})
     cfg.dataloader.evaluator.dataset_name = cfg.dataloader.test.dataset.names
     cfg.train.coco_json_datasets = records
     return cfg
+
+
+def _overridden(overrides, key):
+    """Whether the command line sets ``key`` (``key=...`` or ``+key=...``)."""
+    return any(opt.partition("=")[0].lstrip("+~") == key for opt in overrides or ())
 
 
 def check_overrides(cfg, overrides):
@@ -107,7 +140,7 @@ def check_overrides(cfg, overrides):
     for opt in overrides:
         key, sep, value = opt.partition("=")
         if not sep:
-            raise SystemExit(f"config override {opt!r} is not of the form key=value")
+            raise UsageError(f"config override {opt!r} is not of the form key=value")
         if key.startswith("+"):
             checked.append(f"{key[1:]}={value}")
             continue
@@ -117,7 +150,7 @@ def check_overrides(cfg, overrides):
             known = list(node.keys()) if hasattr(node, "keys") else []
             close = difflib.get_close_matches(leaf, [str(k) for k in known], n=3)
             hint = f"; did you mean {', '.join(f'{parent}.{c}' if parent else c for c in close)}?" if close else ""
-            raise KeyError(f"Unknown config key '{key}'{hint} (prefix it with '+' to add a new key)")
+            raise UnknownConfigKeyError(f"Unknown config key '{key}'{hint} (prefix it with '+' to add a new key)")
         checked.append(opt)
     return checked
 
@@ -141,15 +174,48 @@ def eval_problem(cfg):
     return f"the test set {', '.join(map(repr, empty))} has no (non-crowd) annotations, so AP cannot be computed"
 
 
-def prepare_output_dir(cfg, args):
-    """Apply the output-directory policy (dsla_d2.engine.run_dir) before anything is written."""
+def check_weights(cfg, args, class_names):
+    """The checkpoint that ``--resume`` continues from, or that ``--eval-only`` evaluates,
+    must be readable and hold this model: checked before anything is written, so that a
+    refused run leaves its output directory as it was."""
+    expected = model_description(cfg.model, class_names)
+    if args.eval_only:
+        path = cfg.train.init_checkpoint
+        found = (path, read_checkpoint(path, _torch_load).get(DESCRIPTION_KEY)) if "://" not in path else None
+    elif args.resume:
+        found = resume_description(cfg.train.output_dir)
+    else:
+        return
+    if found is None or found[1] is None:
+        return
+    problem = describe_mismatch(found[1], expected)
+    if problem:
+        raise ModelMismatchError(f"{'--eval-only' if args.eval_only else '--resume'}: {found[0]}: {problem}")
+
+
+def check_output_policy(cfg, args):
+    """The output-directory policy (dsla_d2.engine.run_dir): where --eval-only writes, and
+    no training over a run without --resume or --restart."""
     if args.eval_only:
         cfg.train.output_dir = eval_output_dir(cfg.train.output_dir)
-        return
-    check_output_dir(cfg.train.output_dir, resume=args.resume, restart=args.restart)
-    if args.restart and comm.is_main_process():
-        move_run_aside(cfg.train.output_dir)
-    comm.synchronize()
+    else:
+        check_output_dir(cfg.train.output_dir, resume=args.resume, restart=args.restart)
+
+
+@contextlib.contextmanager
+def claim_output_dir(cfg, args):
+    """After every check has passed: lock the output directory (main process), check its
+    policy again under the lock (another run may have finished there meanwhile), move a
+    replaced run aside (--restart), write config.yaml and the log (``default_setup``)."""
+    lock = OutputDirLock(cfg.train.output_dir) if comm.is_main_process() else contextlib.nullcontext()
+    with lock:
+        if comm.is_main_process() and not args.eval_only:
+            check_output_dir(cfg.train.output_dir, resume=args.resume, restart=args.restart)
+            if args.restart:
+                move_run_aside(cfg.train.output_dir)
+        comm.synchronize()
+        default_setup(cfg, args)
+        yield
 
 
 def do_test(cfg, model):
@@ -201,15 +267,20 @@ def writers(cfg, start_iter):
 
 
 def training_hooks(cfg, model, checkpointer, train_loader):
+    """Detectron2's hooks, with the metrics row of an iteration written *before* the
+    checkpoint that claims it (a kill between the two then re-runs that iteration on
+    resume, instead of losing its row), and no evaluation after a failed step."""
     resumable = isinstance(train_loader, ResumableTrainLoader)
+    main = comm.is_main_process()
     return [
         hooks.IterationTimer(),
         TrainingProgressHook(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         DataOrderHook(train_loader) if resumable else None,
         MetricsHistory(),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
-        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        EvalAfterSuccess(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        RunWriters(lambda start_iter: writers(cfg, start_iter), period=cfg.train.log_period) if main else None,
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
     ]
 
 
@@ -227,46 +298,52 @@ def do_train(args, cfg, class_names):
     trainer.register_hooks(training_hooks(cfg, model, checkpointer, train_loader))
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if checkpointer.resumed_from else 0
+    if start_iter >= cfg.train.max_iter > 0 and checkpointer.resumed_from:
+        logger.info("The run in %s is complete (iteration %d of %d): nothing to train; evaluating %s",
+                    cfg.train.output_dir, start_iter, cfg.train.max_iter, checkpointer.resumed_from)
+        return do_test(cfg, model)  # printed, not added to metrics.json: its row is there
     if checkpointer.resumed_from and not isinstance(train_loader, ResumableTrainLoader):
         logger.warning("The training loader is not dsla_d2's resumable loader: the data stream restarts from its beginning")
     if comm.is_main_process():
         repair_metrics(os.path.join(cfg.train.output_dir, "metrics.json"), start_iter - 1)
-        trainer.register_hooks([hooks.PeriodicWriter(writers(cfg, start_iter), period=cfg.train.log_period)])
     trainer.train(start_iter, cfg.train.max_iter)
 
 
 def do_eval_only(cfg, class_names):
-    problem = eval_problem(cfg)
-    if problem:
-        raise SystemExit(f"--eval-only: {problem}")
     model = build_model(cfg)
     load_for_inference(model, cfg.train.init_checkpoint, model_description(cfg.model, class_names))
     return do_test(cfg, create_ddp_model(model))
 
 
 def setup(args):
-    cfg = LazyConfig.load(args.config_file)
+    """Every start-up check, in order; nothing is written. Returns (cfg, class names)."""
+    if not os.path.isfile(args.config_file):
+        raise UsageError(f"--config-file {args.config_file}: no such file")
+    cfg = load_config(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, check_overrides(cfg, args.opts))
     validate_config(cfg, world_size=comm.get_world_size())
     if args.eval_only and not cfg.train.init_checkpoint:
         final = os.path.join(cfg.train.output_dir, "model_final.pth")
         hint = f" (e.g. train.init_checkpoint={final})" if os.path.isfile(final) else ""
-        raise SystemExit(f"--eval-only needs the weights to evaluate: set train.init_checkpoint=PATH{hint}")
+        raise UsageError(f"--eval-only needs the weights to evaluate: set train.init_checkpoint=PATH{hint}")
     if args.resume and args.restart:
-        raise SystemExit("--resume continues the run in the output directory, --restart replaces it: pass one of them")
+        raise UsageError("--resume continues the run in the output directory, --restart replaces it: pass one of them")
     cfg = apply_dataset_args(cfg, args)
     class_names = check_datasets_agree(cfg, splits=("test",) if args.eval_only else ("train", "test"))
+    if args.eval_only and eval_problem(cfg):
+        raise DatasetMismatchError(f"--eval-only: {eval_problem(cfg)}")
     resolve_device(cfg)
-    prepare_output_dir(cfg, args)
-    default_setup(cfg, args)
+    check_weights(cfg, args, class_names)
+    check_output_policy(cfg, args)
     return cfg, class_names
 
 
 def main(args):
     cfg, class_names = setup(args)
-    if args.eval_only:
-        return do_eval_only(cfg, class_names)
-    do_train(args, cfg, class_names)
+    with claim_output_dir(cfg, args):
+        if args.eval_only:
+            return do_eval_only(cfg, class_names)
+        return do_train(args, cfg, class_names)
 
 
 def get_parser():
@@ -275,11 +352,15 @@ def get_parser():
 
 if __name__ == "__main__":
     args = get_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
+    run_cli(
+        lambda: launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        ),
+        "train_net.py",
+        debug=args.debug or debug_requested(),
     )

@@ -11,11 +11,19 @@ One call from a training output directory::
     predictor = dsla_d2.predictor_from_output_dir("output/fcos_synth")
     outputs = predictor(bgr_image)   # {"instances": Instances}
 
-Serving is a trust boundary: only ``_target_``\ s under dsla_d2, detectron2, torch and
-torchvision are instantiated unless ``allowed_targets`` names more
-(:mod:`dsla_d2.utils.trust`), and the weights must be those of the configured model
+Serving is a trust boundary: a run directory's ``config.yaml`` is read as plain data (no
+YAML tags that build objects), only model parts are instantiated from it (``nn.Module``
+classes of dsla_d2, detectron2, torchvision and torch, and the helpers that
+:mod:`dsla_d2.utils.trust` lists; ``allowed_targets`` names more), ``last_checkpoint`` is
+followed only to a ``.pth`` file of the directory (read with ``weights_only``), and the
+weights must be those of the configured model
 (:func:`dsla_d2.engine.checkpoint.load_for_inference`). What ``predictor(image)``
-accepts is :func:`as_bgr_uint8`'s contract.
+accepts is :func:`as_bgr_uint8`'s contract; images of any size (down to 1 pixel per side)
+are served.
+
+Device: the predictor runs where the config says (``train.device``) when that device
+exists; a config that says ``cuda`` on a machine without CUDA is served on the CPU with one
+warning (as training does). A ``device=`` argument is used as given.
 """
 import copy
 import logging
@@ -25,15 +33,18 @@ from typing import Optional, Sequence
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from detectron2.config import CfgNode, LazyConfig, get_cfg
+import torch
+
+from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.registry import _convert_target_to_string, locate
 
-from .engine.checkpoint import DESCRIPTION_KEY, load_for_inference, model_description
+from .engine.checkpoint import DESCRIPTION_KEY, CheckpointNotFoundError, load_for_inference, model_description, pointed_checkpoint
 from .meta_arch.yacs_bridge import lazy_model_kwargs
-from .utils.trust import check_targets
+from .utils.trust import check_targets, load_config
 
 __all__ = [
     "lazy_to_yacs",
@@ -46,6 +57,8 @@ __all__ = [
     "predictor_from_config",
     "find_weights",
     "register_config_datasets",
+    "load_yacs_config",
+    "serving_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,7 +129,7 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_t
     torchvision, or in ``allowed_targets`` (module names).
     """
     if isinstance(cfg, str):
-        cfg = LazyConfig.load(cfg)
+        cfg = load_config(cfg)
     model = cfg.model
     check_targets(model, allowed_targets, source="the config", path="model")
     target = model._target_
@@ -141,24 +154,53 @@ def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_t
         ycfg.DATASETS.TEST = (names,) if isinstance(names, str) else tuple(names)
     except Exception:
         ycfg.DATASETS.TEST = ()
-    if device is None:
-        device = OmegaConf.select(cfg, "train.device", default=None) or "cpu"
-    ycfg.MODEL.DEVICE = device
+    ycfg.MODEL.DEVICE = serving_device(cfg, device)
     return _as_merged(ycfg)
 
 
+def serving_device(cfg, device: Optional[str] = None) -> str:
+    """``device`` if given; else the config's ``train.device`` if it exists on this machine,
+    else the CPU (with a warning for a CUDA device that is not there)."""
+    if device is not None:
+        return device
+    configured = str(OmegaConf.select(cfg, "train.device", default=None) or "cpu")
+    if configured.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("The config says train.device=%s but CUDA is not available: serving on the CPU", configured)
+        return "cpu"
+    return configured
+
+
+def load_yacs_config(path: str, allowed_targets: Sequence[str] = ()) -> CfgNode:
+    """A yacs config dumped from :func:`lazy_to_yacs` (``cfg.dump()``), read safely.
+
+    Detectron2's ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load``; this reads
+    plain YAML only (a ``!!python/...`` tag is refused). ``MODEL.DSLA_D2.ALLOWED_TARGETS``
+    is taken from ``allowed_targets``, never from the file (a file cannot widen its own
+    trust)."""
+    from .utils.trust import UnsafeConfigError
+
+    ycfg = add_dsla_d2_config(get_cfg())
+    try:
+        ycfg.merge_from_file(path, allow_unsafe=False)
+    except Exception as e:
+        if "ConstructorError" in type(e).__name__ or "could not determine a constructor" in str(e):
+            raise UnsafeConfigError(f"{path} holds YAML tags that build Python objects; a config here must be plain data") from None
+        raise
+    ycfg.MODEL.DSLA_D2.ALLOWED_TARGETS = list(allowed_targets)
+    return ycfg
+
+
 def find_weights(output_dir: str) -> str:
-    """``model_final.pth`` if present, else the checkpoint named in ``last_checkpoint``."""
+    """``model_final.pth`` if present, else the checkpoint named in ``last_checkpoint``
+    (only a ``.pth`` file of ``output_dir`` is followed: see
+    :func:`~dsla_d2.engine.checkpoint.pointed_checkpoint`)."""
     final = os.path.join(output_dir, "model_final.pth")
     if os.path.isfile(final):
         return final
-    last = os.path.join(output_dir, "last_checkpoint")
-    if os.path.isfile(last):
-        with open(last) as f:
-            path = os.path.join(output_dir, f.read().strip())
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"No model_final.pth or last_checkpoint in {output_dir}")
+    path = pointed_checkpoint(output_dir)
+    if path is not None and os.path.isfile(path):
+        return path
+    raise CheckpointNotFoundError(f"No model_final.pth or last_checkpoint in {output_dir}")
 
 
 def register_config_datasets(cfg) -> None:
@@ -232,6 +274,18 @@ def as_bgr_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+class ResizeShortestEdgeAtLeastOnePixel(T.ResizeShortestEdge):
+    """Detectron2's test-time ``ResizeShortestEdge``, except that no side is rounded down to
+    0 pixels: a 3 x 20000 image capped at ``max_size`` would become 0 x 1333 (and PIL
+    refuses it); here it becomes 1 x 1333."""
+
+    def get_transform(self, image):
+        transform = super().get_transform(image)
+        if isinstance(transform, T.ResizeTransform):
+            transform.new_h, transform.new_w = max(1, transform.new_h), max(1, transform.new_w)
+        return transform
+
+
 class DslaPredictor(DefaultPredictor):
     """``DefaultPredictor`` that refuses weights of another model and accepts the inputs
     of :func:`as_bgr_uint8`. ``cfg`` is a :func:`lazy_to_yacs` config; its weights are
@@ -243,6 +297,8 @@ class DslaPredictor(DefaultPredictor):
         empty = cfg.clone()
         empty.MODEL.WEIGHTS = ""  # loaded below, checked
         super().__init__(empty)
+        aug = self.aug
+        self.aug = ResizeShortestEdgeAtLeastOnePixel(aug.short_edge_length, aug.max_size, aug.sample_style, aug.interp)
         if description is None:
             description = model_description(OmegaConf.create(cfg.MODEL.DSLA_D2.LAZY_MODEL))
         extra = load_for_inference(self.model, weights, description)
@@ -256,10 +312,11 @@ class DslaPredictor(DefaultPredictor):
 
 
 def predictor_from_config(cfg, weights: str, device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> DslaPredictor:
-    """A :class:`DslaPredictor` (a ``DefaultPredictor``) for a lazy config (object or path)
-    and a checkpoint of that model."""
+    """A :class:`DslaPredictor` (a ``DefaultPredictor``) for a lazy config (object or path:
+    a ``.py`` config is run, as you named it; a ``.yaml`` one is read as plain data) and a
+    checkpoint of that model."""
     if isinstance(cfg, str):
-        cfg = LazyConfig.load(cfg)
+        cfg = load_config(cfg)
     register_config_datasets(cfg)
     return DslaPredictor(lazy_to_yacs(cfg, weights=weights, device=device, allowed_targets=allowed_targets))
 
@@ -269,5 +326,6 @@ def predictor_from_output_dir(output_dir: str, device: Optional[str] = None, all
     ``config.yaml`` and final or last checkpoint)."""
     config = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(config):
-        raise FileNotFoundError(f"{config} not found: is {output_dir} a train_net.py output directory?")
-    return predictor_from_config(config, find_weights(output_dir), device=device, allowed_targets=allowed_targets)
+        raise CheckpointNotFoundError(f"{config} not found: is {output_dir} a train_net.py output directory?")
+    cfg = load_config(config, trust_python=False)
+    return predictor_from_config(cfg, find_weights(output_dir), device=device, allowed_targets=allowed_targets)

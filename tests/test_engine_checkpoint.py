@@ -13,11 +13,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dsla_d2.engine.checkpoint import (
     DESCRIPTION_KEY,
+    CheckpointReadError,
     ModelMismatchError,
     RunCheckpointer,
     describe_mismatch,
     model_description,
 )
+from dsla_d2.engine.data_checks import DatasetMismatchError
+from dsla_d2.errors import UsageError
 from test_train_net import CONFIG, ROOT, TINY, run
 
 ATSS = os.path.join(ROOT, "configs", "atss_r18_synth.py")
@@ -34,6 +37,7 @@ def untrained_checkpoint(config, path, *opts, describe=True, drop=()):
         data = torch.load(path)
         data["model"] = {k: v for k, v in data["model"].items() if not any(k.startswith(d) for d in drop)}
         torch.save(data, path)
+        os.remove(f"{path}.sha256")  # a file edited by hand: no checksum of ours
     return path
 
 
@@ -57,7 +61,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         ck.save("model_0000002")
     assert (tmp_path / "model_0000001.pth").read_bytes() == good  # old file intact
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]  # no debris
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth", "model_0000001.pth.sha256"]  # no debris
 
 
 def test_resume_falls_back_and_cleans_up(tmp_path, caplog):
@@ -70,7 +74,7 @@ def test_resume_falls_back_and_cleans_up(tmp_path, caplog):
     assert extra["iteration"] == 1 and "Cannot resume from" in caplog.text
     assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
     (tmp_path / "model_0000001.pth").write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match="none of the checkpoints"):
+    with pytest.raises(CheckpointReadError, match="none of the checkpoints"):
         RunCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
 
 
@@ -92,7 +96,7 @@ def test_resume_refuses_another_model(tmp_path):
 
 # --------------------------------------------------------------------------- --eval-only
 def test_eval_only_needs_weights(tmp_path):
-    with pytest.raises(SystemExit, match="--eval-only needs the weights to evaluate: set train.init_checkpoint"):
+    with pytest.raises(UsageError, match="--eval-only needs the weights to evaluate: set train.init_checkpoint"):
         run(tmp_path, flags=["--eval-only"])
 
 
@@ -131,7 +135,7 @@ def test_eval_only_refuses_a_test_set_without_annotations(tmp_path):
     js.write_text(json.dumps(data))
     ckpt = untrained_checkpoint(CONFIG, tmp_path / "m.pth")
     flags = ["--eval-only", "--test-json", str(js), "--test-images", meta.image_root]
-    with pytest.raises(SystemExit, match="has no .non-crowd. annotations, so AP cannot be computed"):
+    with pytest.raises(DatasetMismatchError, match="has no .non-crowd. annotations, so AP cannot be computed"):
         run(tmp_path / "eval", f"train.init_checkpoint={ckpt}", flags=flags)
 
 

@@ -15,6 +15,7 @@ from dsla_d2.engine.run_dir import (
     repair_metrics,
     run_files,
 )
+from dsla_d2.errors import UsageError
 from test_train_net import run
 from tiny import TwoLevelBackbone, tiny_fcos
 
@@ -125,7 +126,7 @@ def test_rerun_without_resume_is_refused_and_restart_keeps_the_old_run(tmp_path)
     with pytest.raises(OutputDirInUseError, match="--resume"):
         run(tmp_path, "train.max_iter=1")
     assert (tmp_path / "model_final.pth").read_bytes() == final  # untouched
-    with pytest.raises(SystemExit, match="one of them"):
+    with pytest.raises(UsageError, match="one of them"):
         run(tmp_path, "train.max_iter=1", flags=["--resume", "--restart"])
     run(tmp_path, "train.max_iter=1", "train.seed=1", flags=["--restart"])
     (old,) = os.listdir(tmp_path / "replaced_runs")

@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train_net  # noqa: E402
+from dsla_d2.errors import UsageError  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "fcos_r18_synth.py")
 TINY = [
@@ -165,7 +166,7 @@ def test_any_coco_json_from_the_command_line(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="missing.json"):
         run(tmp_path / "bad", flags=["--train-json", str(tmp_path / "missing.json"), "--train-images", images])
-    with pytest.raises(SystemExit, match="given together"):
+    with pytest.raises(UsageError, match="given together"):
         run(tmp_path / "bad", flags=["--train-json", str(js)])
 
 
@@ -213,5 +214,5 @@ def test_wrong_config_key_is_a_clear_error(tmp_path):
         run(tmp_path, "model.assigner.no_such_key=3")
     with pytest.raises(KeyError, match="did you mean train.max_iter"):
         run(tmp_path, "train.max_iters=3")
-    with pytest.raises(SystemExit, match="key=value"):
+    with pytest.raises(UsageError, match="key=value"):
         run(tmp_path, "train.max_iter")

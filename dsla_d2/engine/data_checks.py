@@ -13,11 +13,20 @@ from omegaconf import OmegaConf
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import UserInputError
+
 __all__ = ["DatasetMismatchError", "dataset_names", "class_names", "check_datasets_agree", "count_annotations"]
 
 
-class DatasetMismatchError(ValueError):
+class DatasetMismatchError(UserInputError, ValueError):
     """Datasets (or the model) disagree on the classes."""
+
+
+class UnknownDatasetError(UserInputError, KeyError):
+    """A dataset name that is not registered."""
+
+    def __str__(self):
+        return str(self.args[0])
 
 
 def dataset_names(cfg, split: str) -> List[str]:
@@ -38,7 +47,7 @@ def class_names(name: str) -> Optional[List[str]]:
     """``thing_classes`` of a registered dataset, or None if its metadata has none."""
     if name not in DatasetCatalog.list():
         registered = ", ".join(sorted(DatasetCatalog.list()))
-        raise KeyError(f"Dataset {name!r} is not registered. Registered datasets: {registered}")
+        raise UnknownDatasetError(f"Dataset {name!r} is not registered. Registered datasets: {registered}")
     classes = MetadataCatalog.get(name).as_dict().get("thing_classes")
     return None if classes is None else [str(c) for c in classes]
 

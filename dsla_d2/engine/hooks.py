@@ -9,10 +9,11 @@ from typing import Dict
 from fvcore.common.history_buffer import HistoryBuffer
 
 from detectron2.engine import HookBase
+from detectron2.engine.hooks import EvalHook, PeriodicWriter
 
 from .data_order import ResumableTrainLoader
 
-__all__ = ["METRICS_WINDOW", "DataOrderHook", "MetricsHistory"]
+__all__ = ["METRICS_WINDOW", "DataOrderHook", "MetricsHistory", "EvalAfterSuccess", "RunWriters"]
 
 # The window of the metric writers (JSONWriter, TensorboardXWriter, CommonMetricPrinter
 # median over the last 20 values): train_net.py builds its writers with it.
@@ -86,3 +87,29 @@ class MetricsHistory(HookBase):
             histories[name] = buffer
             hints[name] = saved["smoothing_hint"]
         self._restored = {}
+
+
+class EvalAfterSuccess(EvalHook):
+    """Detectron2's ``EvalHook``, except that the final evaluation runs only when training
+    finished: ``EvalHook`` evaluates after a step that raised at the last iteration too
+    (its test is ``iter + 1 >= max_iter``), reporting an AP for a model that failed. The
+    trainer sets ``iter = max_iter`` only after the last step succeeded."""
+
+    def after_train(self):
+        if self.trainer.iter >= self.trainer.max_iter:
+            self._do_eval()
+        del self._func
+
+
+class RunWriters(PeriodicWriter):
+    """``PeriodicWriter`` whose writers are built when training starts, from the iteration
+    it starts at (``make_writers(start_iter)``: TensorBoard's purge step on resume), so that
+    it can be registered with the other hooks before the checkpoint is loaded, and in
+    front of the checkpointer."""
+
+    def __init__(self, make_writers, period: int = 20):
+        super().__init__([], period=period)
+        self._make_writers = make_writers
+
+    def before_train(self):
+        self._writers = list(self._make_writers(self.trainer.start_iter))

@@ -18,6 +18,7 @@ import shutil
 import time
 from typing import List, Optional, Tuple
 
+from ..errors import UserInputError
 from .atomic import atomic_open
 
 __all__ = [
@@ -36,7 +37,7 @@ REPLACED_RUNS = "replaced_runs"
 # files that make a directory "hold a run"
 _RUN_MARKERS = ("last_checkpoint", "*.pth", "metrics.json", "events.out.tfevents.*")
 # files a run writes, moved aside by --restart
-_RUN_FILES = _RUN_MARKERS + ("config.yaml", "log.txt*", "inference", "*.tmp")
+_RUN_FILES = _RUN_MARKERS + ("*.pth.sha256", "config.yaml", "log.txt*", "inference", "*.tmp")
 
 
 def _matching(output_dir: str, patterns) -> List[str]:
@@ -51,7 +52,7 @@ def run_files(output_dir: str) -> List[str]:
     return _matching(output_dir, _RUN_MARKERS)
 
 
-class OutputDirInUseError(FileExistsError):
+class OutputDirInUseError(UserInputError, FileExistsError):
     """Training into a directory that holds another run, without --resume or --restart."""
 
 
