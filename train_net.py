@@ -54,9 +54,10 @@ from dsla_d2.engine.checkpoint import (
     load_for_inference,
     model_description,
     read_checkpoint,
+    resume_candidates,
     resume_description,
 )
-from dsla_d2.engine.config_checks import validate_config
+from dsla_d2.engine.config_checks import RULES, validate_config
 from dsla_d2.engine.data_checks import DatasetMismatchError, check_datasets_agree, count_annotations, dataset_names
 from dsla_d2.engine.data_order import ResumableTrainLoader
 from dsla_d2.engine.distributed import create_ddp_model, launch
@@ -321,7 +322,10 @@ def setup(args):
         raise UsageError(f"--config-file {args.config_file}: no such file")
     cfg = load_config(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, check_overrides(cfg, args.opts))
-    validate_config(cfg, world_size=comm.get_world_size())
+    resuming = args.resume and bool(resume_candidates(cfg.train.output_dir))
+    # a resumed run does not read train.init_checkpoint: it may have gone since
+    rules = [r for r in RULES if not (resuming and r.key == "train.init_checkpoint")]
+    validate_config(cfg, world_size=comm.get_world_size(), rules=rules)
     if args.eval_only and not cfg.train.init_checkpoint:
         final = os.path.join(cfg.train.output_dir, "model_final.pth")
         hint = f" (e.g. train.init_checkpoint={final})" if os.path.isfile(final) else ""

@@ -1,7 +1,8 @@
 """Training-run machinery around Detectron2's engine, one concept per module.
 
 * :mod:`.progress`: the hook that tells the model where training is.
-* :mod:`.config_checks`: numeric config values validated at start-up, naming the key.
+* :mod:`.config_checks`: config values (numbers, devices, checkpoint files) validated at
+  start-up, naming the key.
 * :mod:`.run_dir`: the output-directory policy (no silent rerun over a run; ``--resume``,
   ``--restart``) and metrics.json repair on resume.
 * :mod:`.atomic`: files replaced atomically (temporary file + rename).
@@ -13,5 +14,6 @@
   resume.
 * :mod:`.distributed`: multi-process launch and DDP, on GPUs (NCCL) and on CPUs (gloo).
 * :mod:`.data_checks`: train/test dataset agreement, checked before the model is built.
+* :mod:`.lock`: one run at a time per output directory.
 """
 from .progress import TrainingProgressHook
