@@ -7,6 +7,9 @@
 
 The model is served by Detectron2's ``DefaultPredictor`` built from the training run's own
 config (``dsla_d2.predictor_from_output_dir``). Several images are tiled into one PNG.
+Images are read by ``dsla_d2.data.read_image`` (Detectron2's reader, with 16-bit images
+scaled onto 0..255); the --input images are read before the model is built, and an
+unreadable one is reported in one line (exit status 2).
 """
 import argparse
 import os
@@ -16,8 +19,9 @@ import numpy as np
 
 import dsla_d2
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.visualizer import Visualizer
+from dsla_d2.data import read_image_checked
+from dsla_d2.errors import UsageError, debug_requested, run_cli
 
 
 def get_parser():
@@ -32,6 +36,7 @@ def get_parser():
     parser.add_argument("--score-thresh", type=float, default=0.3, help="draw predictions above this score")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", required=True, help="output PNG")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a refused input too (also: DSLA_D2_DEBUG=1)")
     return parser
 
 
@@ -46,26 +51,32 @@ def tile(images, cols=3):
     return canvas
 
 
+def read_inputs(paths):
+    """[(path, BGR uint8 image)] of ``paths``; ImageReadError names an unreadable file."""
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UsageError(f"image not found: {path}")
+    return [(path, read_image_checked(path, "BGR")) for path in paths]
+
+
 def main(args):
+    inputs = read_inputs(args.input) if args.input else None  # before the (slow) model
     if args.output_dir:
         predictor = dsla_d2.predictor_from_output_dir(args.output_dir, device=args.device)
     else:
         if not args.weights:
-            raise SystemExit("--config-file needs --weights")
+            raise UsageError("--config-file needs --weights")
         predictor = dsla_d2.predictor_from_config(args.config_file, args.weights, device=args.device)
-    if args.input:
-        files = args.input
+    if inputs is not None:
         metadata = predictor.metadata
     elif args.dataset:
         files = [d["file_name"] for d in DatasetCatalog.get(args.dataset)[: args.num_images]]
+        inputs = read_inputs(files)
         metadata = MetadataCatalog.get(args.dataset)
     else:
-        raise SystemExit("give --input or --dataset")
+        raise UsageError("give --input or --dataset")
     drawn = []
-    for path in files:
-        if not os.path.isfile(path):
-            raise SystemExit(f"image not found: {path}")
-        image = read_image(path, format="BGR")
+    for path, image in inputs:
         instances = predictor(image)["instances"].to("cpu")
         instances = instances[instances.scores > args.score_thresh]
         vis = Visualizer(image[:, :, ::-1], metadata=metadata)
@@ -77,4 +88,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_parser().parse_args())
+    args = get_parser().parse_args()
+    run_cli(lambda: main(args), "demo.py", debug=args.debug or debug_requested())

@@ -356,6 +356,9 @@ def get_parser():
 
 if __name__ == "__main__":
     args = get_parser().parse_args()
+    if "--debug" in args.opts:  # after the overrides, argparse leaves it among them
+        args.opts.remove("--debug")
+        args.debug = True
     run_cli(
         lambda: launch(
             main,
