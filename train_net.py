@@ -140,6 +140,8 @@ def check_overrides(cfg, overrides):
     checked = []
     for opt in overrides:
         key, sep, value = opt.partition("=")
+        if opt.startswith("--"):
+            raise UsageError(f"{opt}: options go before the key=value overrides (all that follows the first override is read as one)")
         if not sep:
             raise UsageError(f"config override {opt!r} is not of the form key=value")
         if key.startswith("+"):

@@ -44,7 +44,7 @@ from detectron2.utils.registry import _convert_target_to_string, locate
 
 from .engine.checkpoint import DESCRIPTION_KEY, CheckpointNotFoundError, load_for_inference, model_description, pointed_checkpoint
 from .meta_arch.yacs_bridge import lazy_model_kwargs
-from .utils.trust import check_targets, load_config
+from .utils.trust import check_targets, load_config, map_targets
 
 __all__ = [
     "lazy_to_yacs",
@@ -66,20 +66,7 @@ logger = logging.getLogger(__name__)
 
 def _target_strings(node):
     """Deep copy of a lazy node with every ``_target_`` replaced by its import path."""
-    node = copy.deepcopy(node)
-
-    def visit(x):
-        if isinstance(x, DictConfig):
-            if "_target_" in x and callable(x._target_):
-                x._target_ = _convert_target_to_string(x._target_)
-            for v in x.values():
-                visit(v)
-        elif isinstance(x, ListConfig):
-            for v in x:
-                visit(v)
-
-    visit(node)
-    return node
+    return map_targets(copy.deepcopy(node), lambda t: _convert_target_to_string(t) if callable(t) else t)
 
 
 def _test_resize(cfg):

@@ -11,7 +11,6 @@ import dsla_d2.compat
 
 dsla_d2.compat.apply()
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -21,7 +20,7 @@ from detectron2.data import transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dsla_d2.data import CheckedDatasetMapper, ImageReadError, register_coco_json_dataset  # noqa: E402
-from test_data_coco_json import _write_image, make_dataset, name  # noqa: E402,F401  (name: a fixture)
+from test_data_coco_json import _write_image, evaluate_ground_truth_as_predictions, make_dataset, name  # noqa: E402,F401  (name: a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIENTATION = 0x0112
@@ -168,19 +167,8 @@ def test_mapper_refuses_float_images_as_image_read_error(tmp_path):
 # ------------------------------------------------------------- 2. annotations without area/iscrowd
 def _perfect_predictions_ap(name, tmp_path):
     from detectron2.evaluation import COCOEvaluator
-    from detectron2.structures import BoxMode, Boxes, Instances
 
-    evaluator = COCOEvaluator(name, output_dir=str(tmp_path / "eval"))
-    evaluator.reset()
-    for d in DatasetCatalog.get(name):
-        annos = [a for a in d["annotations"] if not a["iscrowd"]]
-        inst = Instances((d["height"], d["width"]))
-        inst.pred_boxes = Boxes(torch.tensor(
-            [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]))
-        inst.scores = torch.ones(len(annos))
-        inst.pred_classes = torch.tensor([a["category_id"] for a in annos])
-        evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
-    return evaluator.evaluate()["bbox"]
+    return evaluate_ground_truth_as_predictions(COCOEvaluator(name, output_dir=str(tmp_path / "eval")), name)
 
 
 def test_missing_area_and_iscrowd_are_filled_and_evaluated(tmp_path, name, caplog):

@@ -12,7 +12,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from omegaconf import OmegaConf
 
-import dsla_d2
+import dsla_d2  # noqa: F401  (applies dsla_d2.compat, registers the datasets)
 from dsla_d2.engine.checkpoint import CheckpointReadError, RunCheckpointer, load_for_inference, model_description
 from dsla_d2.serving import find_weights, lazy_to_yacs, load_yacs_config, predictor_from_config, predictor_from_output_dir
 from dsla_d2.utils.trust import UnsafeConfigError, UntrustedTargetError, is_model_part, load_config

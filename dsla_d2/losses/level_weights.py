@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..priors import Priors
 from ..utils.comm import reduce_sum
 
-__all__ = ["LEVEL_WEIGHTINGS", "LevelWeighting", "level_weights"]
+__all__ = ["LEVEL_WEIGHTINGS", "LevelWeighting", "weights_per_level"]
 
 LEVEL_WEIGHTINGS = ("linear_interpolate", "sum_reweight", "linear_reweight")
 

@@ -45,6 +45,7 @@ __all__ = [
     "is_model_part",
     "check_targets",
     "resolved_targets",
+    "map_targets",
     "load_config",
 ]
 
@@ -158,18 +159,20 @@ def resolved_targets(node, extra_allowed: Sequence[str] = (), source: str = "the
     not resolve the names again its own way)."""
     check_targets(node, extra_allowed, source=source)
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True), flags={"allow_objects": True})
+    return map_targets(node, lambda t: _resolve(t) if isinstance(t, str) else t)
 
-    def visit(x):
-        if isinstance(x, DictConfig):
-            if isinstance(x.get("_target_"), str):
-                x._target_ = _resolve(x._target_)
-            for value in x.values():
-                visit(value)
-        elif isinstance(x, ListConfig):
-            for value in x:
-                visit(value)
 
-    visit(node)
+def map_targets(node, fn):
+    """Replace, in place, every ``_target_`` of a lazy config tree by ``fn(target)``;
+    return ``node``."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            node._target_ = fn(node._target_)
+        for value in node.values():
+            map_targets(value, fn)
+    elif isinstance(node, ListConfig):
+        for value in node:
+            map_targets(value, fn)
     return node
 
 
