@@ -57,7 +57,7 @@ from dsla_d2.engine.checkpoint import (
     resume_candidates,
     resume_description,
 )
-from dsla_d2.engine.config_checks import RULES, validate_config
+from dsla_d2.engine.config_checks import RULES, check_initial_weights, validate_config
 from dsla_d2.engine.data_checks import DatasetMismatchError, check_datasets_agree, count_annotations, dataset_names
 from dsla_d2.engine.data_order import ResumableTrainLoader
 from dsla_d2.engine.distributed import create_ddp_model, launch
@@ -328,6 +328,8 @@ def setup(args):
     # a resumed run does not read train.init_checkpoint: it may have gone since
     rules = [r for r in RULES if not (resuming and r.key == "train.init_checkpoint")]
     validate_config(cfg, world_size=comm.get_world_size(), rules=rules)
+    if not args.eval_only:
+        check_initial_weights(cfg, resuming=resuming)
     if args.eval_only and not cfg.train.init_checkpoint:
         final = os.path.join(cfg.train.output_dir, "model_final.pth")
         hint = f" (e.g. train.init_checkpoint={final})" if os.path.isfile(final) else ""

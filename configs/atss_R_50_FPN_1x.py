@@ -11,16 +11,20 @@ name holds "bias" — GN biases included — lr ×2 without weight decay, every 
 GN weights included, weight decay 1e-4 (``configs/common/optim.py:SGD_maskrcnn_benchmark``).
 Test as the authors' ``ATSSPostProcessor``: per level the top 1000 (location, class)
 **pairs** with class probability > 0.05, ranked by probability × centerness, NMS 0.6
-(mmdetection's ATSSHead instead keeps the top 1000 locations).
+(``model.test_topk_mode="pairs"``, ``test_topk_rank="score"``; mmdetection 3.x keeps the
+top 1000 pairs ranked by the class probability alone, mmdetection 2.x the top 1000
+locations ranked by their best probability × centerness).
 
 Needs ``coco_2017_train``/``coco_2017_val`` under ``$DETECTRON2_DATASETS`` and ImageNet
-weights, e.g. ``train.init_checkpoint=/path/to/R-50.pkl`` (Detectron2's MSRA R-50, BGR,
+weights: by default Detectron2's MSRA R-50 (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``,
+downloaded and cached by Detectron2; offline, ``train.init_checkpoint=/path/to/R-50.pkl``; BGR,
 pixel_std 1).
 """
 from .common.data.coco import dataloader
 from .common.models.atss import model
 from .common.optim import SGD_maskrcnn_benchmark as optimizer
 from .common.schedules import step_schedule
+from .common.models.resnet_fpn import imagenet_weights
 from .common.train import train
 
 train.max_iter = 90000
@@ -29,6 +33,8 @@ train.eval_period = 0
 optimizer.lr = 0.01
 dataloader.train.total_batch_size = 16
 model.test_topk_mode = "pairs"
+model.test_topk_rank = "score"
 lr_multiplier = step_schedule(
     train.max_iter, [60000, 80000], warmup_iters=500, warmup_factor=1.0 / 3, warmup_method="linear"
 )
+train.init_checkpoint = imagenet_weights(50)  # training from random weights is refused (frozen stem, res2, BN)

@@ -18,19 +18,22 @@
 
 Detectron2's MSRA weights differ from mmdetection's Detectron ones only in the pixel mean.
 Needs ``coco_2017_train``/``coco_2017_val`` under ``$DETECTRON2_DATASETS`` and ImageNet
-weights, e.g. ``train.init_checkpoint=/path/to/R-50.pkl`` (Detectron2's MSRA R-50, BGR,
+weights: by default Detectron2's MSRA R-50 (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``,
+downloaded and cached by Detectron2; offline, ``train.init_checkpoint=/path/to/R-50.pkl``; BGR,
 pixel_std 1: https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl).
 """
 from .common.data.coco import dataloader
 from .common.models.fcos import model
 from .common.optim import mmdet_sgd
 from .common.schedules import epoch_schedule
+from .common.models.resnet_fpn import imagenet_weights
 from .common.train import train
 
 model.head.quality_branch = "cls"
 model.head.conv_bias = False
 model.test_nms_thresh = 0.5
 model.test_topk_mode = "locations"
+model.test_topk_rank = "score"  # (scores * centerness).max(dim=1), mmdetection 2.x
 
 optimizer = mmdet_sgd(bias_lr_mult=2.0, bias_decay_mult=0.0)
 optimizer.lr = 0.01
@@ -39,3 +42,4 @@ train.max_iter, lr_multiplier = epoch_schedule(12, [8, 11], warmup_iters=500, wa
 train.checkpointer = dict(period=5000, max_to_keep=3)
 train.eval_period = 0
 train.clip_grad_norm = 35.0
+train.init_checkpoint = imagenet_weights(50)  # training from random weights is refused (frozen stem, res2, BN)

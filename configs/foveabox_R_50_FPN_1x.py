@@ -15,7 +15,8 @@ Training as mmdetection's recipe (the DSLA paper keeps each baseline's own setti
   score > 0.05, NMS 0.5, 100 detections.
 
 Needs ``coco_2017_train``/``coco_2017_val`` under ``$DETECTRON2_DATASETS`` and ImageNet
-weights, e.g. ``train.init_checkpoint=/path/to/R-50.pkl`` (Detectron2's MSRA R-50, BGR,
+weights: by default Detectron2's MSRA R-50 (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``,
+downloaded and cached by Detectron2; offline, ``train.init_checkpoint=/path/to/R-50.pkl``; BGR,
 pixel_std 1: https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl;
 mmdetection used torchvision's weights, "pytorch" style).
 """
@@ -23,6 +24,7 @@ from .common.data.coco import dataloader
 from .common.models.foveabox import model
 from .common.optim import mmdet_sgd
 from .common.schedules import epoch_schedule
+from .common.models.resnet_fpn import imagenet_weights
 from .common.train import train
 
 model.test_topk_mode = "locations"
@@ -34,3 +36,4 @@ train.max_iter, lr_multiplier = epoch_schedule(12, [8, 11], warmup_iters=500, wa
 train.checkpointer = dict(period=5000, max_to_keep=3)
 train.eval_period = 0
 train.clip_grad_norm = 0.0
+train.init_checkpoint = imagenet_weights(50)  # training from random weights is refused (frozen stem, res2, BN)

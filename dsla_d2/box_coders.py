@@ -66,11 +66,16 @@ class FoveaLogBoxCoder:
 
     Args:
         base_edges: z_l per level (16, 32, 64, 128, 256 for strides 8..128).
+        clamp: the range of distance / z_l that targets are clamped to.
+        cap_decode: cap the decoded exp at the largest encodable distance (``clamp[1]``;
+            a guard against overflow of an unbounded output), or decode ``exp`` uncapped
+            (False: mmdetection's FoveaHead, for the same outputs as its checkpoints).
     """
 
-    def __init__(self, base_edges=(16, 32, 64, 128, 256), clamp=(1.0 / 16, 16.0)):
+    def __init__(self, base_edges=(16, 32, 64, 128, 256), clamp=(1.0 / 16, 16.0), cap_decode: bool = True):
         self.base_edges = [float(z) for z in base_edges]
         self.clamp = clamp
+        self.cap_decode = bool(cap_decode)
 
     def _edges(self, priors: Priors) -> Tensor:
         z = torch.tensor(self.base_edges, device=priors.points.device, dtype=priors.points.dtype)
@@ -78,7 +83,7 @@ class FoveaLogBoxCoder:
 
     def decode(self, pred: Tensor, priors: Priors) -> Tensor:
         # exp of an unbounded linear output: cap at the largest encodable distance.
-        d = pred.clamp(max=math.log(self.clamp[1])).exp() * self._edges(priors)
+        d = (pred.clamp(max=math.log(self.clamp[1])) if self.cap_decode else pred).exp() * self._edges(priors)
         p = priors.points
         return torch.cat([p - d[..., :2], p + d[..., 2:]], dim=-1)
 

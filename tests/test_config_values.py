@@ -238,3 +238,32 @@ def test_head_agreement_leaves_wrong_types_to_the_rules():
     validate_config(cfg, rules=[])  # no rule asked for: nothing compared, no TypeError
     with pytest.raises(ConfigValueError, match=r"^model\.head\.\w+='abc' is invalid: expected an integer >= "):
         validate_config(cfg)
+
+
+# --------------------------------------------------------------------------- initial weights
+def test_coco_configs_start_from_imagenet_weights():
+    # Detectron2's MSRA weights by default, of the config's own depth
+    import glob
+
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*_R_*.py")) + glob.glob(os.path.join(ROOT, "projects", "*", "configs", "*_R_*.py"))):
+        cfg = LazyConfig.load(path)
+        depth = cfg.model.backbone.bottom_up.stages.depth
+        assert cfg.train.init_checkpoint == f"detectron2://ImageNetPretrained/MSRA/R-{depth}.pkl", path
+
+
+def test_frozen_backbone_from_random_weights_is_refused():
+    from dsla_d2.engine.config_checks import check_initial_weights, frozen_parts
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(os.path.join(ROOT, "configs", "fcos_R_50_FPN_1x.py")), ["train.init_checkpoint="])
+    assert frozen_parts(cfg.model) == [
+        "model.backbone.bottom_up.freeze_at=2",
+        "model.backbone.bottom_up.stages.norm=FrozenBN",
+        "model.backbone.bottom_up.stem.norm=FrozenBN",
+    ]
+    with pytest.raises(ConfigValueError, match=r"freeze_at=2.*would stay random.*train.allow_frozen_random_init=True"):
+        check_initial_weights(cfg)
+    check_initial_weights(cfg, resuming=True)  # a resumed run has trained weights
+    cfg.train.allow_frozen_random_init = True
+    check_initial_weights(cfg)
+    # the embedded configs freeze nothing: from scratch is fine
+    check_initial_weights(LazyConfig.load(os.path.join(ROOT, "configs", "fcos_r18_synth.py")))

@@ -93,6 +93,41 @@ def test_topk_modes():
         tiny_fcos(test_topk_mode="classes")
 
 
+def test_topk_rank_by_score_or_class_probability():
+    # One level, 3 locations × 1 class, k = 1, threshold 0.3 on the probability.
+    #   probabilities [0.9, 0.6, 0.4], quality [0.1, 0.9, 0.9]
+    #   → scores = probability × quality = [0.09, 0.54, 0.36]
+    # rank "score": location 1 (0.54) is the top-1; rank "cls": location 0 (0.9), whose
+    # output score is still its final score 0.09 (mmdetection 3.x multiplies after top-k).
+    probs = torch.tensor([[0.9], [0.6], [0.4]])
+    scores = probs * torch.tensor([[0.1], [0.9], [0.9]])
+    model = tiny_fcos(num_classes=1, test_topk_candidates=1, test_score_thresh=0.3)
+    for mode in ("pairs", "locations"):
+        model.test_topk_mode = mode
+        model.test_topk_rank = "score"
+        top, loc, _ = model.level_candidates(probs, scores)
+        assert loc.tolist() == [1] and top.tolist() == [pytest.approx(0.54)]
+        model.test_topk_rank = "cls"
+        top, loc, _ = model.level_candidates(probs, scores)
+        assert loc.tolist() == [0] and top.tolist() == [pytest.approx(0.09)]
+    with pytest.raises(ValueError, match="test_topk_rank"):
+        tiny_fcos(test_topk_rank="iou")
+
+
+def test_box_clip_to_the_edges_or_the_last_pixel():
+    # a 20 x 30 (H x W) image; a box from (-5, -5) to (40, 25): clipped to (0, 0, 30, 20) at
+    # the edges (Detectron2) or (0, 0, 29, 19) at the last pixel (mmdetection's FoveaHead)
+    from dsla_d2.priors import PriorGenerator
+
+    priors = PriorGenerator([8], offset=0.5)([torch.zeros(1, 1, 1, 1)])
+    probs = torch.tensor([[0.9]])
+    box = torch.tensor([[-5.0, -5.0, 40.0, 25.0]])
+    model = tiny_fcos(num_classes=1, quality=QualityCoupling(branch=None))
+    assert model.inference_single_image(priors, probs, probs, box, (20, 30)).pred_boxes.tensor.tolist() == [[0, 0, 30, 20]]
+    model.test_box_clip = "last_pixel"
+    assert model.inference_single_image(priors, probs, probs, box, (20, 30)).pred_boxes.tensor.tolist() == [[0, 0, 29, 19]]
+
+
 def test_threshold_on_class_probability_or_final_score():
     # cls 0.9, objectness ~0.28 → score 0.25: kept when the threshold 0.5 applies to the
     # class probability (FCOS/ATSS/DDOD), dropped when it applies to the score (DW).

@@ -234,6 +234,7 @@ def tiny_ddod(num_classes=3):
         loss=ddod_loss(LevelWeighting(num_levels=2)),
         num_classes=num_classes,
         test_topk_mode="locations",
+        test_topk_rank="cls",  # the authors' code, as projects/DDOD/configs/common/ddod.py
         pixel_std=[57.0, 57.0, 57.0],
     )
 

@@ -2,6 +2,9 @@
 train = dict(
     output_dir="./output",
     init_checkpoint="",
+    # True: train a backbone that freezes layers (freeze_at, FrozenBN) without
+    # init_checkpoint; refused otherwise (its frozen layers would stay random)
+    allow_frozen_random_init=False,
     max_iter=90000,
     amp=dict(enabled=False),  # AMP applies on CUDA only
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),

@@ -10,7 +10,7 @@ Besides the training numbers (:data:`RULES`), it checks what would otherwise fai
 with an error that names no key:
 
 * the inference settings of the dense detectors (``model.test_score_thresh``,
-  ``model.test_nms_thresh``, ``model.test_topk_candidates``, ``model.test_topk_mode``,
+  ``model.test_nms_thresh``, ``model.test_topk_candidates``, ``model.test_topk_mode``, ``model.test_topk_rank``, ``model.test_box_clip``,
   ``model.max_detections_per_image``: the arguments of
   :class:`dsla_d2.meta_arch.AssignedDenseDetector`) and the head's sizes
   (``model.head.in_channels``, ``channels``, ``num_convs``, ``num_levels``,
@@ -35,7 +35,7 @@ from typing import Callable, List, Optional, Sequence
 from omegaconf import OmegaConf
 
 from ..errors import UserInputError
-from ..meta_arch.base import TOPK_MODES
+from ..meta_arch.base import BOX_CLIPS, TOPK_MODES, TOPK_RANKS
 
 __all__ = [
     "ConfigValueError",
@@ -44,6 +44,8 @@ __all__ = [
     "validate_config",
     "check_checkpoint_file",
     "check_head_agrees",
+    "frozen_parts",
+    "check_initial_weights",
 ]
 
 _MISSING = object()
@@ -307,6 +309,8 @@ RULES: List[Rule] = [
     Rule("model.test_nms_thresh", number_in(0.0, 1.0, low_open=True)),
     Rule("model.test_topk_candidates", int_at_least(1)),
     Rule("model.test_topk_mode", one_of(TOPK_MODES)),
+    Rule("model.test_topk_rank", one_of(TOPK_RANKS)),
+    Rule("model.test_box_clip", one_of(BOX_CLIPS)),
     Rule("model.max_detections_per_image", int_at_least(1)),
     # the dense head (TowerHead's arguments)
     Rule("model.head.in_channels", int_at_least(1)),
@@ -394,4 +398,45 @@ def validate_config(cfg, world_size: int = 1, rules: Optional[List[Rule]] = None
         raise ConfigValueError(
             f"dataloader.train.total_batch_size={batch} is invalid: it must be divisible by the "
             f"number of processes ({world_size})"
+        )
+
+
+def frozen_parts(model_cfg) -> List[str]:
+    """What the ``model.backbone`` config keeps at its initial values during training:
+    ``freeze_at > 0`` (the stem and the first stages) and ``FrozenBN`` norms."""
+    found = []
+
+    def visit(node, path):
+        if OmegaConf.is_dict(node) or isinstance(node, dict):
+            for key, value in node.items():
+                sub = f"{path}.{key}"
+                if key == "freeze_at" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    found.append(f"{sub}={value}")
+                elif key == "norm" and value == "FrozenBN":
+                    found.append(f"{sub}=FrozenBN")
+                else:
+                    visit(value, sub)
+        elif OmegaConf.is_list(node) or isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                visit(value, f"{path}[{i}]")
+
+    visit(OmegaConf.select(model_cfg, "backbone", default=None), "model.backbone")
+    return sorted(set(found))
+
+
+def check_initial_weights(cfg, resuming: bool = False) -> None:
+    """Refuse to train a backbone that freezes layers from random weights: the frozen stem,
+    stages and BatchNorm would stay random for the whole run (the COCO recipes assume
+    ImageNet weights). ``train.allow_frozen_random_init=True`` allows it on purpose."""
+    if resuming or OmegaConf.select(cfg, "train.init_checkpoint", default="") or OmegaConf.select(
+        cfg, "train.allow_frozen_random_init", default=False
+    ):
+        return
+    frozen = frozen_parts(cfg.model)
+    if frozen:
+        raise ConfigValueError(
+            f"train.init_checkpoint is empty, but the backbone keeps layers at their initial values ({', '.join(frozen)}): "
+            "trained from random weights, they would stay random. Set train.init_checkpoint to ImageNet weights "
+            "(the COCO configs' default, detectron2://ImageNetPretrained/MSRA/R-50.pkl, or a local copy), or pass "
+            "train.allow_frozen_random_init=True to train so on purpose."
         )

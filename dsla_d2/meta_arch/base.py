@@ -30,14 +30,23 @@ from ..utils.progress import TrainingProgress
 from .agreement import check_parts_agree
 from .yacs_bridge import lazy_model_kwargs
 
-__all__ = ["AssignedDenseDetector", "TOPK_MODES"]
+__all__ = ["AssignedDenseDetector", "TOPK_MODES", "TOPK_RANKS", "BOX_CLIPS"]
 
-#: Per-level candidate selection at inference: the top-k (location, class) pairs by score
-#: (Detectron2's RetinaNet/FCOS), or the top-k locations by their best class probability
-#: (the score when the threshold applies to the score, ``QualityCoupling.threshold_on``),
-#: every class above the threshold at those locations then kept (mmdetection 2.x heads: the
-#: DSLA and DDOD authors' code).
+#: Per-level candidate selection at inference (``test_topk_mode``): the top-k
+#: (location, class) pairs above the threshold (Detectron2's RetinaNet/FCOS, mmdetection
+#: 3.x's ``filter_scores_and_topk``), or the top-k locations by their best value over the
+#: classes, every class above the threshold at those locations then kept (mmdetection 2.x
+#: heads: ``max(dim=1)`` then ``topk``; the DSLA and DDOD authors' code).
 TOPK_MODES = ("pairs", "locations")
+#: What ranks those candidates (``test_topk_rank``): "score", the final score (class
+#: probability × quality: Detectron2, mmdetection 2.x FCOS/ATSS ``(scores * centerness)``),
+#: or "cls", the class probability alone (mmdetection 3.x, which multiplies by the quality
+#: after the top-k; the DDOD authors' code).
+TOPK_RANKS = ("score", "cls")
+#: Where decoded boxes are clipped (``test_box_clip``): "edges", to [0, W] x [0, H]
+#: (Detectron2's ``Boxes.clip``, mmdetection's point and delta coders), or "last_pixel", to
+#: [0, W - 1] x [0, H - 1] (mmdetection's FoveaHead).
+BOX_CLIPS = ("edges", "last_pixel")
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,8 @@ class AssignedDenseDetector(DenseDetector):
         test_topk_candidates: candidates kept per level before NMS.
         test_topk_mode: "pairs" (top-k (location, class) pairs) or "locations" (top-k
             locations by their best class score), see :data:`TOPK_MODES`.
+        test_topk_rank: what ranks the candidates: "score" or "cls", see :data:`TOPK_RANKS`.
+        test_box_clip: "edges" or "last_pixel", see :data:`BOX_CLIPS`.
         test_nms_thresh: IoU threshold of the class-aware NMS.
         max_detections_per_image: detections kept after NMS.
         input_format, pixel_mean, pixel_std: as Detectron2's dense detectors.
@@ -87,6 +98,8 @@ class AssignedDenseDetector(DenseDetector):
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
         test_topk_mode: str = "pairs",
+        test_topk_rank: str = "score",
+        test_box_clip: str = "edges",
         test_nms_thresh: float = 0.6,
         max_detections_per_image: int = 100,
         input_format: str = "BGR",
@@ -106,6 +119,12 @@ class AssignedDenseDetector(DenseDetector):
         if test_topk_mode not in TOPK_MODES:
             raise ValueError(f"test_topk_mode={test_topk_mode!r} is not one of {TOPK_MODES}")
         self.test_topk_mode = test_topk_mode
+        if test_topk_rank not in TOPK_RANKS:
+            raise ValueError(f"test_topk_rank={test_topk_rank!r} is not one of {TOPK_RANKS}")
+        self.test_topk_rank = test_topk_rank
+        if test_box_clip not in BOX_CLIPS:
+            raise ValueError(f"test_box_clip={test_box_clip!r} is not one of {BOX_CLIPS}")
+        self.test_box_clip = test_box_clip
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
@@ -188,7 +207,12 @@ class AssignedDenseDetector(DenseDetector):
             kept_boxes.append(b[loc])
             kept_classes.append(cls)
         boxes = Boxes(torch.cat(kept_boxes))
-        boxes.clip(image_size)
+        if self.test_box_clip == "edges":
+            boxes.clip(image_size)
+        else:
+            h, w = image_size
+            boxes.tensor[:, 0::2] = boxes.tensor[:, 0::2].clamp(min=0, max=w - 1)
+            boxes.tensor[:, 1::2] = boxes.tensor[:, 1::2].clamp(min=0, max=h - 1)
         scores = torch.cat(kept_scores)
         classes = torch.cat(kept_classes)
         if self.pre_nms_output:  # set by dsla_d2.evaluation.pre_nms_candidates only
@@ -209,23 +233,20 @@ class AssignedDenseDetector(DenseDetector):
         Returns:
             (K,) scores, (K,) location indices, (K,) classes.
         """
-        masked = self.quality.thresholded_scores(probs, scores, self.test_score_thresh)
+        above = self.quality.thresholded_quantity(probs, scores) > self.test_score_thresh
+        rank = scores if self.test_topk_rank == "score" else probs
         if self.test_topk_mode == "locations":
-            # rank locations by their best thresholded quantity (class probability or score,
-            # over all classes, before the threshold), keep the top k, then every class above
-            # the threshold at those locations
+            # rank locations by their best value over all classes (before the threshold),
+            # keep the top k, then every class above the threshold at those locations
             k = min(self.test_topk_candidates, scores.shape[0])
-            locations = self.quality.thresholded_quantity(probs, scores).max(dim=1).values.topk(k).indices
-            masked = torch.full_like(masked, -1.0).index_copy_(0, locations, masked[locations])
-            flat = masked.flatten()
-            idx = (flat >= 0).nonzero().squeeze(1)
-            top = flat[idx]
+            locations = rank.max(dim=1).values.topk(k).indices
+            chosen = torch.zeros_like(above).index_fill_(0, locations, True) & above
+            idx = chosen.flatten().nonzero().squeeze(1)
         else:
-            flat = masked.flatten()
-            top, idx = flat.topk(min(self.test_topk_candidates, flat.numel()))
-            keep = top >= 0
-            top, idx = top[keep], idx[keep]
-        return top, idx // self.num_classes, idx % self.num_classes
+            ranked = torch.where(above, rank, torch.full_like(rank, -1.0)).flatten()
+            top, idx = ranked.topk(min(self.test_topk_candidates, ranked.numel()))
+            idx = idx[top >= 0]
+        return scores.flatten()[idx], idx // self.num_classes, idx % self.num_classes
 
 
 def _check_head_grid(head: nn.Module, prior_generator: PriorGenerator) -> None:

@@ -131,8 +131,7 @@ class QualityCoupling(nn.Module):
 
     def thresholded_quantity(self, probs: Tensor, scores: Tensor) -> Tensor:
         """What ``test_score_thresh`` is compared with (``threshold_on``): the class
-        probabilities ("cls") or the final scores ("score"); also what ranks locations in
-        the detector's ``test_topk_mode="locations"``."""
+        probabilities ("cls") or the final scores ("score")."""
         return probs if self.threshold_on == "cls" else scores
 
     def thresholded_scores(self, probs: Tensor, scores: Tensor, threshold: float) -> Tensor:

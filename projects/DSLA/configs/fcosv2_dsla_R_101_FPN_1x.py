@@ -5,3 +5,4 @@
 from .fcosv2_dsla_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
 model.backbone.bottom_up.stages.depth = 101
+train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-101.pkl"  # Detectron2's MSRA R-101 (imagenet_weights(101))

@@ -98,6 +98,7 @@ def to_ddod(model):
     model.quality = L(QualityCoupling)(branch="iou", cls_target="static", threshold_on="cls")
     model.loss = ddod_loss()
     model.test_topk_mode = "locations"
+    model.test_topk_rank = "cls"  # the authors' code: top 1000 locations by class score
     return model
 
 
