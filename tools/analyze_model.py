@@ -41,6 +41,8 @@ from fvcore.nn import FlopCountAnalysis, parameter_count  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from dsla_d2.utils.trust import load_config  # noqa: E402
+
 
 def deform_conv2d_flop_jit(inputs: List, outputs: List) -> int:
     """fvcore handle for ``torchvision::deform_conv2d(input, weight, offset, mask, bias, ...)``:
@@ -168,7 +170,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     results = []
     for config_file in args.config_file:
-        cfg = LazyConfig.load(config_file)
+        cfg = load_config(config_file)  # plain data for a .yaml (a run directory's config)
         cfg = LazyConfig.apply_overrides(cfg, check_overrides(cfg, args.opts))
         height, width = args.size or default_size(cfg)
         detector = instantiate(cfg.model).eval()

@@ -19,6 +19,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from dsla_d2.data import register_coco_json_dataset  # noqa: E402
 from dsla_d2.serving import register_config_datasets  # noqa: E402
+from dsla_d2.utils.trust import load_config as trusted_load_config  # noqa: E402
 
 
 def documented_parser(doc):
@@ -48,7 +49,7 @@ def config_label(path):
 def load_config(path, opts=()):
     if not os.path.isfile(path):
         raise SystemExit(f"config file not found: {path}")
-    cfg = LazyConfig.load(path)
+    cfg = trusted_load_config(path)  # a run's config.yaml is read as plain data
     cfg = LazyConfig.apply_overrides(cfg, train_net.check_overrides(cfg, list(opts)))
     register_config_datasets(cfg)  # a train_net.py run's config.yaml: its --train-json datasets
     return cfg

@@ -311,6 +311,7 @@ RULES: List[Rule] = [
     Rule("model.test_topk_mode", one_of(TOPK_MODES)),
     Rule("model.test_topk_rank", one_of(TOPK_RANKS)),
     Rule("model.test_box_clip", one_of(BOX_CLIPS)),
+    Rule("model.test_min_box_size", optional(number_at_least(0.0))),
     Rule("model.max_detections_per_image", int_at_least(1)),
     # the dense head (TowerHead's arguments)
     Rule("model.head.in_channels", int_at_least(1)),

@@ -73,6 +73,9 @@ class AssignedDenseDetector(DenseDetector):
             locations by their best class score), see :data:`TOPK_MODES`.
         test_topk_rank: what ranks the candidates: "score" or "cls", see :data:`TOPK_RANKS`.
         test_box_clip: "edges" or "last_pixel", see :data:`BOX_CLIPS`.
+        test_min_box_size: None keeps every candidate; a number drops candidates whose
+            clipped width or height is not above it before NMS (mmdetection's
+            ``min_bbox_size``; 0 drops boxes that clipping flattened to zero).
         test_nms_thresh: IoU threshold of the class-aware NMS.
         max_detections_per_image: detections kept after NMS.
         input_format, pixel_mean, pixel_std: as Detectron2's dense detectors.
@@ -100,6 +103,7 @@ class AssignedDenseDetector(DenseDetector):
         test_topk_mode: str = "pairs",
         test_topk_rank: str = "score",
         test_box_clip: str = "edges",
+        test_min_box_size: Optional[float] = None,
         test_nms_thresh: float = 0.6,
         max_detections_per_image: int = 100,
         input_format: str = "BGR",
@@ -125,6 +129,7 @@ class AssignedDenseDetector(DenseDetector):
         if test_box_clip not in BOX_CLIPS:
             raise ValueError(f"test_box_clip={test_box_clip!r} is not one of {BOX_CLIPS}")
         self.test_box_clip = test_box_clip
+        self.test_min_box_size = test_min_box_size
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
@@ -215,6 +220,10 @@ class AssignedDenseDetector(DenseDetector):
             boxes.tensor[:, 1::2] = boxes.tensor[:, 1::2].clamp(min=0, max=h - 1)
         scores = torch.cat(kept_scores)
         classes = torch.cat(kept_classes)
+        if self.test_min_box_size is not None:
+            wh = boxes.tensor[:, 2:] - boxes.tensor[:, :2]
+            big = (wh > self.test_min_box_size).all(dim=1)
+            boxes, scores, classes = boxes[big], scores[big], classes[big]
         if self.pre_nms_output:  # set by dsla_d2.evaluation.pre_nms_candidates only
             keep = scores.argsort(descending=True)
         else:
