@@ -1,7 +1,11 @@
 """benchmarks/bench_train_step.py and benchmarks/quickstart.py: the result files they write
-and the README tables rendered from them (no timing is asserted; nothing slow is run)."""
+and the README tables rendered from them (no timing is asserted; nothing slow is run); the
+committed benchmark tables of the docs pages equal their result files' rendering."""
+import glob
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +18,30 @@ import quickstart  # noqa: E402
 
 README = "intro\n\n<!-- {0}:begin -->\nnot yet measured\n<!-- {0}:end -->\n\nafter\n"
 FCOS, ATSS = (os.path.join(ROOT, "configs", c) for c in ("fcos_r18_synth.py", "atss_r18_synth.py"))
+
+
+# ------------------------------------------------------------------ committed tables
+# what bench_assigners.write_readme writes between a table's markers
+RENDERED_BLOCK = re.compile(r"<!-- ([\w.-]+):begin -->\n<!-- rendered by benchmarks/(\w+)\.py --render (\S+) -->\n"
+                            r"(.*?)<!-- \1:end -->", re.S)
+
+
+def test_committed_benchmark_tables_equal_their_rendering():
+    """Every benchmark table in README.md and docs/*.md is the result file named in its
+    marker, rendered by the script named there: after a new measurement, run
+    `python benchmarks/<script>.py --render FILE.json --readme docs/benchmarks.md`."""
+    found = []
+    for path in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for name, script, source, table in RENDERED_BLOCK.findall(text):
+            with open(os.path.join(ROOT, source), encoding="utf-8") as f:
+                result = json.load(f)
+            rendered = importlib.import_module(script).render(result)
+            assert table == rendered, f"{os.path.relpath(path, ROOT)}: table {name!r} differs from {script}.py's rendering of {source}"
+            found.append((os.path.relpath(path, ROOT), name))
+    names = {name for _, name in found}
+    assert {"quickstart", "bench_assigners", "bench_assigners_ddod_dw", "bench_crowd_step", "bench_train_step"} <= names, found
 
 
 # ------------------------------------------------------------------ bench_train_step

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
@@ -56,3 +57,14 @@ def test_command_runs_two_iterations_and_writes_json(tmp_path, capsys):
     for key in ("train_step_s", "train_iter_per_s", "inference_batch_s", "inference_images_per_s"):
         assert cpu[key] > 0
     assert cpu["train_amp"] is False
+
+
+def test_device_is_an_alias_of_devices():
+    """The common --device of the tools is obeyed here (an alias of --devices), never
+    ignored; a key=value that --devices swallowed is refused by name, before any work."""
+    parse = benchmark.get_parser().parse_args
+    assert parse(["--config-file", "c.py", "--device", "cuda"]).devices == ["cuda"]
+    assert parse(["--config-file", "c.py", "--devices", "cpu", "cuda:1"]).devices == ["cpu", "cuda:1"]
+    assert not hasattr(parse(["--config-file", "c.py"]), "device")
+    with pytest.raises(SystemExit, match="model.x=1 is not a device"):
+        benchmark.main(parse(["--config-file", "c.py", "--devices", "cpu", "model.x=1"]))

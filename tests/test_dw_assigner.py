@@ -1,5 +1,5 @@
 """DW's candidate bags and centre prior (dsla_d2/assigners/dw.py) against the spec's
-hand-derived vectors (/work/shared/specs/dual_weighting.md) and the paper's Table 4 bags."""
+hand-derived vectors (from the paper and the authors' code) and the paper's Table 4 bags."""
 import math
 
 import pytest

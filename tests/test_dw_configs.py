@@ -1,5 +1,5 @@
 """The DW configs (projects/DW/configs/): every ablation row flips exactly the paper's switch,
-the COCO recipes match the authors' (spec /work/shared/specs/dual_weighting.md), and the
+the COCO recipes match the authors' (their public code), and the
 embedded-dataset configs share the FCOS budget and train a step."""
 import functools
 import glob

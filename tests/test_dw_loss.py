@@ -1,5 +1,5 @@
 """DW's weighting functions and loss (dsla_d2/losses/dw_weights.py, dw_loss.py) against the
-spec's hand-derived vectors (/work/shared/specs/dual_weighting.md) and a hand-computed
+hand-derived vectors (from the paper and the authors' code) and a hand-computed
 batch; gradient paths; Table 5 switches; empty and large inputs; all-reduced normalisers."""
 import math
 import os

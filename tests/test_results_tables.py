@@ -23,6 +23,16 @@ def test_committed_tables_equal_their_rendering():
     assert any("<!-- results:" in old for old, _ in docs.values())
 
 
+def test_docs_pages_are_rendered_too():
+    """The measured tables live in docs/*.md pages (results, FCOS diagnosis): the renderer
+    and the check above must read them, not only the READMEs."""
+    rendered = {os.path.relpath(p, ROOT) for p in render_tables.doc_files()}
+    assert {"README.md", os.path.join("docs", "results.md"), os.path.join("docs", "fcos_diagnosis.md")} <= rendered
+    with open(os.path.join(ROOT, "docs", "results.md"), encoding="utf-8") as f:
+        results = f.read()
+    assert "<!-- results:synth_detectors -->" in results and "<!-- results:synth_consistency -->" in results
+
+
 @pytest.mark.parametrize("values, text", [
     ([1.0, 2.0, 3.0], "2.0 ± 1.0"),  # mean 2; sample variance (1 + 0 + 1) / (3 − 1) = 1
     ([2.0, 4.0], "3.0 ± 1.4"),  # mean 3; variance (1 + 1) / 1 = 2, sqrt 2 = 1.414

@@ -31,10 +31,12 @@ Without ``--weights`` the model is untrained: its scores sit near the prior prob
 few candidates pass the test threshold and post-processing is cheaper than for a trained
 model (the json says which).
 """
+import argparse
 import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -43,7 +45,7 @@ import torch
 from tabulate import tabulate
 
 from tool_common import (
-    add_common_args, build_model, config_label, dataset_names, documented_parser, load_config, train_net,
+    add_common_args, build_model, config_label, dataset_names, load_config, train_net,
 )
 
 from detectron2.config import instantiate
@@ -189,15 +191,22 @@ def table(results):
 
 
 def get_parser():
-    p = documented_parser(__doc__)
+    lines = __doc__.splitlines()
+    # conflict_handler="resolve": --devices, added after add_common_args, takes over the
+    # common --device (the other tools run on one device) as its alias, so `--device cuda`
+    # is obeyed here rather than ignored
+    p = argparse.ArgumentParser(description=lines[0], epilog="\n".join(lines[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve")
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", default="", help="checkpoint (default: the untrained model)")
-    p.add_argument("--devices", nargs="+", help="default: cpu, and cuda when available")
     p.add_argument("--batch-size", type=int, help="images per batch (default: the config's total_batch_size)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--output", help="json file (default: print only)")
-    return add_common_args(p)
+    add_common_args(p)
+    p.add_argument("--devices", "--device", nargs="+", dest="devices",
+                   help="the devices to time, in turn (default: cpu, and cuda when available)")
+    return p
 
 
 def main(args):
@@ -206,6 +215,10 @@ def main(args):
     if args.repeats < 1 or args.warmup < 0:
         raise SystemExit(f"--repeats {args.repeats} must be ≥ 1 and --warmup {args.warmup} ≥ 0")
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    not_devices = [d for d in devices if not re.fullmatch(r"cpu|cuda(:\d+)?", d)]
+    if not_devices:
+        raise SystemExit(f"--devices {' '.join(devices)}: {', '.join(not_devices)} is not a device (cpu, cuda or cuda:N); "
+                         "give key=value overrides before --devices")
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
         raise SystemExit(f"--devices {devices}: CUDA is not available")
     cfg = load_config(args.config_file, args.opts)

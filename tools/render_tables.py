@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Render the READMEs' result tables from the results records in ``benchmarks/results/``.
+"""Render the result tables of the docs pages and READMEs from the records in ``benchmarks/results/``.
 
-    python tools/render_tables.py           # rewrite every table in README.md, projects/*/README.md
+    python tools/render_tables.py           # rewrite every table in docs/*.md, README.md, projects/*/README.md
     python tools/render_tables.py --check   # exit 1 if a committed table differs from its rendering
 
-A table lives between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in a README
-and is defined in ``benchmarks/tables.yaml``::
+A table lives between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in one of
+those Markdown files and is defined in ``benchmarks/tables.yaml``::
 
     tables:
       NAME:
@@ -48,7 +48,7 @@ ROOT = run_record.ROOT
 TABLES_FILE = os.path.join(ROOT, "benchmarks", "tables.yaml")
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 CAMPAIGNS_DIR = os.path.join(ROOT, "benchmarks", "campaigns")
-DOC_GLOBS = ("README.md", "projects/*/README.md")
+DOC_GLOBS = ("README.md", "docs/*.md", "projects/*/README.md")
 TABLE_KEYS = {"campaign", "metrics", "per_seed", "paired", "decimals", "first_column", "rows"}
 ROW_KEYS = {"run", "label", "campaign", "vs"}
 SUMMARY_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
@@ -244,7 +244,7 @@ def render_docs(tables, docs, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
         out[path] = (old, _BLOCK.sub(sub, old))
     unused = sorted(set(tables) - used)
     if unused:
-        raise SystemExit(f"tables {unused} of {TABLES_FILE} appear in no README (markers <!-- results:NAME -->)")
+        raise SystemExit(f"tables {unused} of {TABLES_FILE} appear in no README or docs page (markers <!-- results:NAME -->)")
     return out
 
 

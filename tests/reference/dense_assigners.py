@@ -8,7 +8,7 @@ computation so that ``tests/test_sparse_equivalence.py`` can check that every
 it. It is not part of the ``dsla_d2`` package.
 
 ``DenseDDODAssigner`` came later (DDOD landed after issue 13): it is not a frozen copy but
-written from the spec (``shared/specs/ddod.md`` §1), on the full images × priors × gts cost
+written from the paper and the authors' code, on the full images × priors × gts cost
 grid, as an independent reference for the sparse ``DDODAssigner``.
 
 Each class subclasses the library assigner it replaces, so it takes exactly the same

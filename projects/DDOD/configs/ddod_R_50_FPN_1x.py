@@ -1,5 +1,5 @@
 """DDOD on ATSS, R-50-FPN 1x on COCO 2017: paper 41.6 AP (Table 3 / Table 4 last row;
-ATSS baseline 39.4). Spec ``shared/specs/ddod.md`` (the authors' code where it differs).
+ATSS baseline 39.4). The paper, and the authors' code where it differs.
 
 Everything as ``configs/atss_R_50_FPN_1x.py`` (data, R-50 + FPN P3-P7, one 8·stride anchor
 per location, delta box coder with weights (10, 10, 5, 5)) plus the three

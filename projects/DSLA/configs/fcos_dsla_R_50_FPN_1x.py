@@ -7,7 +7,7 @@ Everything as ``configs/fcos_R_50_FPN_1x.py`` — data, R-50 + FPN P3-P7 (P7 fro
 SGD lr 0.01 at batch 16 with bias lr ×2 and no bias decay (mmdetection's parameter
 groups), gradient clipping at 35, constant warm-up 500 iterations at 1/3, **exactly 12
 epochs**: 7,330 iterations per epoch (the log's "Epoch [1][50/7330]") → 87,960 iterations,
-steps at 58,640 / 80,630 — except the DSLA parts (spec /work/shared/specs/dsla.md, decision
+steps at 58,640 / 80,630 — except the DSLA parts (the paper and the authors' code, decision
 6), swapped in by ``projects/DSLA/configs/common/dsla.py:to_dsla``:
 
 * head: two branches only (``DSLAHead``, no centerness/IoU branch), exp box output in

@@ -1,4 +1,4 @@
-"""DDOD's parts (Chen, Yang et al., ACM MM 2021; spec ``shared/specs/ddod.md``) as config
+"""DDOD's parts (Chen, Yang et al., ACM MM 2021; arXiv:2107.02963, and the authors' code) as config
 switches on an ATSS model node (``configs/common/models/atss.py``).
 
 The three disentanglements, each one switch (the paper's Table 4):

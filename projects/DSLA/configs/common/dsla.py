@@ -1,4 +1,4 @@
-"""DSLA's parts (Su, He et al., Pattern Recognition 2022; spec /work/shared/specs/dsla.md)
+"""DSLA's parts (Su, He et al., Pattern Recognition 2022; arXiv:2208.00817, and the authors' code)
 as edits of a detector config: ``to_dsla(model)`` turns an FCOS model node into FCOS-DSLA
 (the authors' recipe) and a FoveaBox model node into DSLA-FoveaBox (our design), keeping
 everything the paper does not change (backbone, towers, scale ranges, budget)."""

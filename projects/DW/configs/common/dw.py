@@ -1,5 +1,5 @@
 """DW's parts (Li et al., "A Dual Weighting Label Assignment Scheme for Object Detection",
-CVPR 2022; spec /work/shared/specs/dual_weighting.md) as an edit of an FCOS model node:
+CVPR 2022; arXiv:2203.09730, and the authors' code) as an edit of an FCOS model node:
 ``to_dw(model, box_refinement=...)`` keeps the backbone, the tower sizes and the inference
 budget of the node it is given and swaps in what the authors' ``DWHead`` does."""
 from detectron2.config import LazyCall as L
