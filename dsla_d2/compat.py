@@ -43,6 +43,26 @@ Fixes (upstream commits that fixed the same problem in Detectron2 itself in brac
 ``deprecation_noise``
     v0.6 calls ``torch.cuda.amp.GradScaler/autocast`` and ``torch.meshgrid`` without
     ``indexing``: correct, but they warn on every step. Those exact warnings are filtered.
+    fvcore's ``nn.focal_loss`` and v0.6's ``modeling.box_regression`` call
+    ``torch.jit.script`` at import time, which recent torch (2.14 here) answers with a
+    FutureWarning printed by every command: those two modules are imported here with that
+    one warning ignored (only during their import: a ``torch.jit.script`` call of yours
+    still warns).
+``export_without_caffe2``
+    ``detectron2/export/__init__.py`` imports ``.api``, which imports ``caffe2`` (no longer
+    shipped with torch), so ``import detectron2.export`` fails and with it
+    ``TracingAdapter``, which needs no caffe2. The package is set up as upstream's does
+    without caffe2: ``TracingAdapter``, ``dump_torchscript_IR``, ``scripting_with_instances``
+    and ``STABLE_ONNX_OPSET_VERSION``; the Caffe2 API (``Caffe2Tracer``,
+    ``export_caffe2_model``, ``export_onnx_model``, ...) raises an ImportError naming
+    caffe2 [48b598b4].
+``model_zoo_pkg_resources``
+    ``model_zoo/model_zoo.py`` imports ``pkg_resources`` (gone from recent setuptools: 84
+    here) for ``pkg_resources.resource_filename`` only, so ``import detectron2.model_zoo``
+    fails.
+    That module (only: no global ``pkg_resources`` is installed) gets a stand-in whose
+    ``resource_filename(package, name)`` is the path of ``name`` inside the package's
+    directory, which is what setuptools returns for an installed (unzipped) package.
 """
 import importlib.util
 import logging
@@ -83,17 +103,18 @@ def _source_of(module_name):
 
     ``importlib.util.find_spec`` of a submodule imports its parent packages, which is what
     must not happen before the fixes are in place, so the path is built from the top-level
-    package's directory. Returns '' if the file does not exist.
+    package's directory. A package's source is its ``__init__.py``. Returns '' if the file
+    does not exist.
     """
     top, *rest = module_name.split(".")
     spec = importlib.util.find_spec(top)
     if spec is None or not spec.submodule_search_locations:
         return ""
     for root in spec.submodule_search_locations:
-        path = os.path.join(root, *rest) + ".py"
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+        for path in (os.path.join(root, *rest) + ".py", os.path.join(root, *rest, "__init__.py")):
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    return f.read()
     return ""
 
 
@@ -277,12 +298,141 @@ def _fix_checkpoint_numpy():
 
 
 # --------------------------------------------------------------------------- warnings
+#: The FutureWarning of ``torch.jit.script`` in recent torch ("is not supported" on Python 3.14).
+_JIT_SCRIPT_WARNING = r"`torch\.jit\.script` is (deprecated|not supported)"
+#: Third-party modules that call ``torch.jit.script`` when they are imported.
+_JIT_SCRIPT_AT_IMPORT = ("fvcore.nn.focal_loss", "detectron2.modeling.box_regression")
+
+
 def _fix_deprecation_noise():
-    if "torch.cuda.amp" not in _source_of("detectron2.engine.train_loop"):
+    done = []
+    if "torch.cuda.amp" in _source_of("detectron2.engine.train_loop"):
+        warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release")
+        done.append("torch.cuda.amp / meshgrid deprecation warnings of v0.6")
+    # torch.jit.script at import time: only if torch warns, and only for the modules that
+    # call it and are not imported yet (once imported, the warning has been given).
+    if "`torch.jit.script` is" in _source_of("torch.jit._script"):
+        pending = [
+            m for m in _JIT_SCRIPT_AT_IMPORT
+            if m not in sys.modules and "torch.jit.script" in _source_of(m)
+        ]
+        if pending:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_JIT_SCRIPT_WARNING, category=FutureWarning)
+                for m in pending:
+                    importlib.import_module(m)
+            done.append("torch.jit.script FutureWarning while importing " + ", ".join(pending))
+    if done:
+        _record("deprecation_noise", "filtered " + "; ".join(done))
+
+
+# --------------------------------------------------------------------------- caffe2
+#: Names of v0.6's ``detectron2.export`` that come from ``.api`` and need caffe2.
+_CAFFE2_EXPORT_API = (
+    "add_export_config",
+    "export_caffe2_model",
+    "Caffe2Model",
+    "export_onnx_model",
+    "Caffe2Tracer",
+)
+
+
+def _caffe2_importable():
+    try:
+        from caffe2.proto import caffe2_pb2  # noqa: F401
+        from caffe2.python import core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fix_export_without_caffe2():
+    if "detectron2.export" in sys.modules:
         return
-    warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release")
-    _record("deprecation_noise", "filtered torch.cuda.amp / meshgrid deprecation warnings of v0.6")
+    init = _source_of("detectron2.export")
+    if "from .api import *" not in init or "caffe2" not in _source_of("detectron2.export.api"):
+        return  # upstream's __init__ (caffe2 optional) or another layout
+    if _caffe2_importable():
+        return
+    import detectron2
+
+    spec = importlib.util.find_spec("detectron2.export")
+    package = importlib.util.module_from_spec(spec)  # the package, without running __init__
+    sys.modules["detectron2.export"] = package
+    try:
+        from detectron2.export.flatten import TracingAdapter
+        from detectron2.export.torchscript import dump_torchscript_IR, scripting_with_instances
+    except Exception as e:  # noqa: BLE001 (another layout: leave detectron2.export as it is)
+        for name in [m for m in sys.modules if m == "detectron2.export" or m.startswith("detectron2.export.")]:
+            del sys.modules[name]
+        logger.debug("dsla_d2.compat: detectron2.export left as it is (%s)", e)
+        return
+
+    def __getattr__(name):
+        if name in _CAFFE2_EXPORT_API:
+            raise ImportError(
+                f"detectron2.export.{name} is Detectron2's Caffe2 export, which needs caffe2 (not "
+                "shipped with torch 2). Use detectron2.export.TracingAdapter with torch.jit.trace "
+                "(tools/export_model.py does: TorchScript and ONNX)."
+            )
+        raise AttributeError(f"module 'detectron2.export' has no attribute {name!r}")
+
+    package.TracingAdapter = TracingAdapter
+    package.dump_torchscript_IR = dump_torchscript_IR
+    package.scripting_with_instances = scripting_with_instances
+    package.STABLE_ONNX_OPSET_VERSION = 11
+    package.__getattr__ = __getattr__
+    package.__all__ = ["TracingAdapter", "dump_torchscript_IR", "scripting_with_instances", "STABLE_ONNX_OPSET_VERSION"]
+    package._dsla_d2_without_caffe2 = True
+    detectron2.export = package
+    _record("export_without_caffe2", "detectron2.export imports caffe2, which is not installed; set up without its Caffe2 API")
+
+
+# --------------------------------------------------------------------------- pkg_resources
+def _resource_filename(package_or_requirement, resource_name):
+    """``pkg_resources.resource_filename`` for an installed, unzipped package."""
+    spec = importlib.util.find_spec(package_or_requirement)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"no package {package_or_requirement!r}")
+    return os.path.join(os.path.dirname(spec.origin), *resource_name.split("/"))
+
+
+def _make_pkg_resources_standin():
+    mod = types.ModuleType("pkg_resources")
+    mod.__doc__ = "dsla_d2.compat stand-in: resource_filename only (for detectron2.model_zoo)"
+    mod.resource_filename = _resource_filename
+    mod._dsla_d2_standin = True
+    return mod
+
+
+def _fix_model_zoo_pkg_resources():
+    if "detectron2.model_zoo.model_zoo" in sys.modules:
+        return
+    source = _source_of("detectron2.model_zoo.model_zoo")
+    if "import pkg_resources" not in source:
+        return
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return
+    # Every use in the module must be resource_filename: otherwise the stand-in would
+    # turn an ImportError into an AttributeError later.
+    uses = {line.split("pkg_resources.", 1)[1].split("(", 1)[0] for line in source.splitlines() if "pkg_resources." in line}
+    if uses != {"resource_filename"}:
+        return
+    # What model_zoo.py imports, first, so that only that module sees the stand-in.
+    for name in ("detectron2.checkpoint", "detectron2.config", "detectron2.modeling"):
+        importlib.import_module(name)
+    sys.modules["pkg_resources"] = _make_pkg_resources_standin()
+    try:
+        importlib.import_module("detectron2.model_zoo")
+    except Exception as e:  # noqa: BLE001 (fails for another reason: as without the fix)
+        for name in [m for m in sys.modules if m.startswith("detectron2.model_zoo")]:
+            del sys.modules[name]
+        logger.debug("dsla_d2.compat: detectron2.model_zoo left as it is (%s)", e)
+        return
+    finally:
+        del sys.modules["pkg_resources"]
+    _record("model_zoo_pkg_resources", "pkg_resources is not installed; detectron2.model_zoo got a resource_filename stand-in")
 
 
 _done = False
@@ -308,4 +458,6 @@ def apply():
     _fix_mapdataset_retry()
     _fix_comm_gather()
     _fix_cocoeval_fast_path()
+    _fix_export_without_caffe2()
+    _fix_model_zoo_pkg_resources()
     return applied_fixes()
