@@ -6,14 +6,19 @@
         train.init_checkpoint=/path/to/R-50.pkl
     python train_net.py --config-file configs/fcos_r18_synth.py --resume
     python train_net.py --config-file CFG --eval-only train.init_checkpoint=output/model_final.pth
+    python train_net.py --config-file CFG --eval-only --tta train.init_checkpoint=output/model_final.pth
     python train_net.py --config-file configs/fcos_r18_synth.py \
         --train-json a.json --train-images imgs/ --test-json b.json --test-images imgs/
 
 Built like Detectron2's ``tools/lazyconfig_train_net.py``: ``LazyConfig.load`` +
 ``apply_overrides`` + ``default_setup``, ``SimpleTrainer`` (``AMPTrainer`` on CUDA),
 ``DetectionCheckpointer`` (our atomic, self-describing :class:`RunCheckpointer`),
-periodic checkpoints, ``EvalHook`` with ``COCOEvaluator`` (and
-``dsla_d2.evaluation.ConsistencyEvaluator`` with ``train.consistency_eval.enabled=True``), and
+periodic checkpoints, ``EvalHook`` with the test set's evaluator (chosen from its
+``evaluator_type``: ``COCOEvaluator``, ``LVISEvaluator``, ``PascalVOCDetectionEvaluator``,
+unless the config names one; and ``dsla_d2.evaluation.ConsistencyEvaluator`` with
+``train.consistency_eval.enabled=True``), test-time augmentation (``--tta`` or
+``train.tta.enabled=True``: ``--eval-only`` evaluates with it, under the evaluator's keys; a
+training run adds a TTA evaluation after its final one, under ``bbox_TTA/...``), and
 metrics.json / TensorBoard / console writers; ``launch`` for multi-GPU, multi-machine and
 multi-process CPU (gloo). Start-up checks, in order: overrides (known keys), values,
 datasets (files, boxes, images, classes of train vs test vs model), the checkpoint to
@@ -65,7 +70,7 @@ from dsla_d2.engine.hooks import METRICS_WINDOW, DataOrderHook, EvalAfterSuccess
 from dsla_d2.engine.lock import OutputDirLock
 from dsla_d2.engine.run_dir import check_output_dir, eval_output_dir, move_run_aside, repair_metrics
 from dsla_d2.errors import UnknownConfigKeyError, UsageError, debug_requested, run_cli
-from dsla_d2.evaluation import evaluate_model
+from dsla_d2.evaluation import check_evaluator, evaluate_model, tta_settings, tta_test_loader
 from dsla_d2.utils.trust import load_config
 
 logger = logging.getLogger("dsla_d2.train_net")
@@ -221,22 +226,36 @@ def claim_output_dir(cfg, args):
         yield
 
 
-def do_test(cfg, model):
+def tta_enabled(cfg):
+    """``train.tta.enabled`` (``--tta`` sets it); False for a config without ``train.tta``."""
+    return bool(OmegaConf.select(cfg, "train.tta.enabled", default=False))
+
+
+def do_test(cfg, model, tta=False, suffix=""):
+    """Evaluate ``model`` on the test set; with ``tta``, wrapped in test-time augmentation
+    (``train.tta``), on images the test loader does not resize, written to inference_tta/.
+    ``suffix`` is appended to the result keys ("bbox" -> "bbox_TTA")."""
     if "evaluator" not in cfg.dataloader:
         return {}
     problem = eval_problem(cfg)
     if problem:
         logger.error("Not evaluating: %s", problem)
         return {}
-    output_dir = os.path.join(cfg.train.output_dir, "inference")
+    output_dir = os.path.join(cfg.train.output_dir, "inference_tta" if tta else "inference")
     cfg.dataloader.evaluator.output_dir = output_dir
+    loader = tta_test_loader(cfg.dataloader.test) if tta else cfg.dataloader.test
     # train.consistency_eval: {enabled, pre_nms}, score-IoU consistency next to COCO AP
     results = evaluate_model(
-        model, lambda: instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator),
+        model, lambda: instantiate(loader), instantiate(cfg.dataloader.evaluator),
         dataset_name=cfg.dataloader.test.dataset.names, output_dir=output_dir,
+        tta=tta_settings(cfg) if tta else None,
         **dict(cfg.train.get("consistency_eval", None) or {}),
     )
+    results = {f"{k}{suffix}": v for k, v in results.items()}
     if comm.is_main_process():
+        if tta:  # on Detectron2's logger: default_setup gives dsla_d2's loggers no handler
+            logging.getLogger("detectron2").info(
+                "Results with test-time augmentation (train.tta: %s):", ", ".join(f"{k}={v}" for k, v in tta_settings(cfg).items()))
         print_csv_format(results)
     return results
 
@@ -282,6 +301,8 @@ def training_hooks(cfg, model, checkpointer, train_loader):
         DataOrderHook(train_loader) if resumable else None,
         MetricsHistory(),
         EvalAfterSuccess(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        # train.tta.enabled / --tta: after the final evaluation, one with TTA ("bbox_TTA/...")
+        EvalAfterSuccess(0, lambda: do_test(cfg, model, tta=True, suffix="_TTA")) if tta_enabled(cfg) else None,
         RunWriters(lambda start_iter: writers(cfg, start_iter), period=cfg.train.log_period) if main else None,
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
     ]
@@ -304,7 +325,10 @@ def do_train(args, cfg, class_names):
     if start_iter >= cfg.train.max_iter > 0 and checkpointer.resumed_from:
         logger.info("The run in %s is complete (iteration %d of %d): nothing to train; evaluating %s",
                     cfg.train.output_dir, start_iter, cfg.train.max_iter, checkpointer.resumed_from)
-        return do_test(cfg, model)  # printed, not added to metrics.json: its row is there
+        results = do_test(cfg, model)  # printed, not added to metrics.json: its row is there
+        if tta_enabled(cfg):
+            results.update(do_test(cfg, model, tta=True, suffix="_TTA"))
+        return results
     if checkpointer.resumed_from and not isinstance(train_loader, ResumableTrainLoader):
         logger.warning("The training loader is not dsla_d2's resumable loader: the data stream restarts from its beginning")
     if comm.is_main_process():
@@ -315,7 +339,7 @@ def do_train(args, cfg, class_names):
 def do_eval_only(cfg, class_names):
     model = build_model(cfg)
     load_for_inference(model, cfg.train.init_checkpoint, model_description(cfg.model, class_names))
-    return do_test(cfg, create_ddp_model(model))
+    return do_test(cfg, create_ddp_model(model), tta=tta_enabled(cfg))
 
 
 def setup(args):
@@ -337,6 +361,8 @@ def setup(args):
     if args.resume and args.restart:
         raise UsageError("--resume continues the run in the output directory, --restart replaces it: pass one of them")
     cfg = apply_dataset_args(cfg, args)
+    apply_tta_flag(cfg, args)
+    check_evaluator(cfg)  # an evaluator_type without an evaluator fails now, not after training
     class_names = check_datasets_agree(cfg, splits=("test",) if args.eval_only else ("train", "test"))
     if args.eval_only and eval_problem(cfg):
         raise DatasetMismatchError(f"--eval-only: {eval_problem(cfg)}")
@@ -344,6 +370,17 @@ def setup(args):
     check_weights(cfg, args, class_names)
     check_output_policy(cfg, args)
     return cfg, class_names
+
+
+def apply_tta_flag(cfg, args):
+    """``--tta`` sets ``train.tta.enabled``; with TTA on, its settings are checked now."""
+    if getattr(args, "tta", False):
+        if OmegaConf.select(cfg, "train.tta", default=None) is None:
+            raise UsageError("--tta: the config has no train.tta = dict(enabled=..., min_sizes=[...], max_size=..., flip=...) "
+                             "(configs/common/train.py has the defaults)")
+        cfg.train.tta.enabled = True
+    if tta_enabled(cfg):
+        tta_settings(cfg)
 
 
 def main(args):
@@ -355,7 +392,11 @@ def main(args):
 
 
 def get_parser():
-    return add_run_args(add_dataset_args(default_argument_parser()))
+    parser = add_run_args(add_dataset_args(default_argument_parser()))
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation (train.tta: sizes, flip): --eval-only evaluates with it; "
+                             "training adds a TTA evaluation (bbox_TTA/...) after the final one")
+    return parser
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ are served.
 Device: the predictor runs where the config says (``train.device``) when that device
 exists; a config that says ``cuda`` on a machine without CUDA is served on the CPU with one
 warning (as training does). A ``device=`` argument is used as given.
+
+Test-time augmentation: ``predictor_from_output_dir(dir, tta=True)`` (or
+``predictor_from_config(..., tta=True)``) serves the model wrapped in
+:class:`~dsla_d2.meta_arch.tta.DenseDetectorWithTTA` with the run's ``train.tta`` settings;
+``tta=dict(min_sizes=[...], max_size=..., flip=...)`` overrides some or all of them. The
+wrapper resizes the original image itself (the predictor's own resize is skipped).
 """
 import copy
 import logging
@@ -86,7 +92,7 @@ def _test_resize(cfg):
 
 
 def lazy_model_yaml(model_cfg) -> str:
-    """The lazy ``model`` node as YAML, ``_target_``\ s as import paths, resolved."""
+    """The lazy ``model`` node as YAML, each ``_target_`` as an import path, resolved."""
     return OmegaConf.to_yaml(_target_strings(model_cfg), resolve=True)
 
 
@@ -112,8 +118,9 @@ def _as_merged(node: CfgNode) -> CfgNode:
 def lazy_to_yacs(cfg, weights: str = "", device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> CfgNode:
     """A yacs config for ``DefaultPredictor`` from a lazy config (object or file path).
 
-    The model node's ``_target_``\ s must lie in dsla_d2, detectron2, torch or
-    torchvision, or in ``allowed_targets`` (module names).
+    The model node's ``_target_`` entries must be model parts (:mod:`dsla_d2.utils.trust`:
+    ``nn.Module`` classes of dsla_d2, detectron2, torchvision and torch, and the listed
+    helpers), or named in ``allowed_targets``.
     """
     if isinstance(cfg, str):
         cfg = load_config(cfg)
@@ -277,9 +284,12 @@ class DslaPredictor(DefaultPredictor):
     """``DefaultPredictor`` that refuses weights of another model and accepts the inputs
     of :func:`as_bgr_uint8`. ``cfg`` is a :func:`lazy_to_yacs` config; its weights are
     checked against ``description`` (:func:`~dsla_d2.engine.checkpoint.model_description`
-    of its model node when not given)."""
+    of its model node when not given). ``tta``: None, or the settings of a
+    :class:`~dsla_d2.meta_arch.tta.DenseDetectorWithTTA` (``min_sizes``, ``max_size``,
+    ``flip``) that then serves the model (``self.tta_model``; ``self.model`` stays the
+    detector)."""
 
-    def __init__(self, cfg: CfgNode, description: Optional[dict] = None):
+    def __init__(self, cfg: CfgNode, description: Optional[dict] = None, tta: Optional[dict] = None):
         weights = cfg.MODEL.WEIGHTS
         empty = cfg.clone()
         empty.MODEL.WEIGHTS = ""  # loaded below, checked
@@ -293,26 +303,62 @@ class DslaPredictor(DefaultPredictor):
         stored = (extra.get(DESCRIPTION_KEY) or {}).get("class_names") or description.get("class_names")
         if stored and hasattr(self, "metadata") and not self.metadata.as_dict().get("thing_classes"):
             self.metadata.set(thing_classes=list(stored))
+        self.tta_model = None
+        if tta is not None:
+            from .meta_arch.tta import DenseDetectorWithTTA
+
+            self.tta_model = DenseDetectorWithTTA(self.model, **tta).eval()
 
     def __call__(self, original_image):
-        return super().__call__(as_bgr_uint8(original_image))
+        image = as_bgr_uint8(original_image)
+        if self.tta_model is None:
+            return super().__call__(image)
+        with torch.no_grad():  # the 8-bit image at its own size: the TTA resizes it
+            if self.input_format == "RGB":
+                image = image[:, :, ::-1]
+            height, width = image.shape[:2]
+            tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            return self.tta_model([{"image": tensor, "height": height, "width": width}])[0]
 
 
-def predictor_from_config(cfg, weights: str, device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> DslaPredictor:
+def _tta_settings(cfg, tta) -> Optional[dict]:
+    """None (no TTA), or the TTA settings: the config's ``train.tta`` (``tta=True``), with
+    the keys of a ``tta`` dict over them."""
+    if tta is None or tta is False:
+        return None
+    from .evaluation.runner import TTA_KEYS, tta_settings
+
+    given = {} if tta is True else dict(tta)
+    unknown = sorted(set(given) - set(TTA_KEYS))
+    if unknown:
+        raise ValueError(f"tta={tta!r}: unknown keys {unknown}; expected some of {list(TTA_KEYS)}")
+    if OmegaConf.select(cfg, "train.tta", default=None) is not None:
+        return {**tta_settings(cfg), **given}
+    missing = [k for k in TTA_KEYS if k not in given]
+    if missing:
+        raise ValueError(f"tta={tta!r}: the config has no train.tta to take {missing} from; pass "
+                         "tta=dict(min_sizes=[...], max_size=..., flip=...)")
+    return given
+
+
+def predictor_from_config(cfg, weights: str, device: Optional[str] = None, allowed_targets: Sequence[str] = (), tta=False) -> DslaPredictor:
     """A :class:`DslaPredictor` (a ``DefaultPredictor``) for a lazy config (object or path:
     a ``.py`` config is run, as you named it; a ``.yaml`` one is read as plain data) and a
-    checkpoint of that model."""
+    checkpoint of that model. ``tta``: False; True (test-time augmentation with the
+    config's ``train.tta`` settings; its ``enabled`` is not read); or a dict of some of
+    ``min_sizes``/``max_size``/``flip`` over them."""
     if isinstance(cfg, str):
         cfg = load_config(cfg)
     register_config_datasets(cfg)
-    return DslaPredictor(lazy_to_yacs(cfg, weights=weights, device=device, allowed_targets=allowed_targets))
+    settings = _tta_settings(cfg, tta)
+    return DslaPredictor(lazy_to_yacs(cfg, weights=weights, device=device, allowed_targets=allowed_targets), tta=settings)
 
 
-def predictor_from_output_dir(output_dir: str, device: Optional[str] = None, allowed_targets: Sequence[str] = ()) -> DslaPredictor:
+def predictor_from_output_dir(output_dir: str, device: Optional[str] = None, allowed_targets: Sequence[str] = (), tta=False) -> DslaPredictor:
     """:func:`predictor_from_config` for a ``train_net.py`` output directory (its
-    ``config.yaml`` and final or last checkpoint)."""
+    ``config.yaml`` and final or last checkpoint); ``tta`` as there."""
     config = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(config):
         raise CheckpointNotFoundError(f"{config} not found: is {output_dir} a train_net.py output directory?")
     cfg = load_config(config, trust_python=False)
-    return predictor_from_config(cfg, find_weights(output_dir), device=device, allowed_targets=allowed_targets)
+    return predictor_from_config(cfg, find_weights(output_dir), device=device, allowed_targets=allowed_targets, tta=tta)

@@ -18,5 +18,11 @@ train = dict(
     # score-IoU consistency (dsla_d2.evaluation) next to COCO AP, as "consistency/..." in
     # metrics.json; pre_nms: also on the pre-NMS candidates (a second inference pass)
     consistency_eval=dict(enabled=False, pre_nms=False),
+    # test-time augmentation (dsla_d2.meta_arch.tta: multi-scale + horizontal flip, one merged
+    # NMS): enabled (or train_net.py --tta) evaluates --eval-only with it, and adds a TTA
+    # evaluation ("bbox_TTA/...") after the final one of a training run. The shortest edges
+    # and the cap of the longer side are the data config's (dataloader.tta: COCO's
+    # 400..1200/4000, the embedded dataset's 160..224/448); override them here
+    tta=dict(enabled=False, min_sizes="${dataloader.tta.min_sizes}", max_size="${dataloader.tta.max_size}", flip=True),
     coco_json_datasets=[],  # filled by --train-json/--test-json; read back for serving
 )

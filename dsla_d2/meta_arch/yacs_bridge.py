@@ -4,7 +4,7 @@ lazy model description.
 :func:`dsla_d2.serving.lazy_to_yacs` stores the lazy config's ``model`` node, verbatim as
 YAML, in ``cfg.MODEL.DSLA_D2.LAZY_MODEL``; the meta-architectures' ``from_config`` call
 :func:`lazy_model_kwargs` to instantiate it back. It lives beside the meta-architectures so
-that the model never imports the serving layer. The node's ``_target_``\ s must be model
+that the model never imports the serving layer. The node's ``_target_``\\ s must be model
 parts (:mod:`dsla_d2.utils.trust`: ``nn.Module`` classes of dsla_d2, detectron2, torchvision
 and torch, the helpers it lists, or what ``MODEL.DSLA_D2.ALLOWED_TARGETS`` names): a
 ``config.yaml`` is data, not code to run.
