@@ -26,7 +26,8 @@ Fixes (upstream commits that fixed the same problem in Detectron2 itself in brac
 ``numpy_aliases``
     ``data/build.py`` uses ``np.int``, removed in numpy 2; the AttributeError is swallowed
     there and the per-class instance histogram silently vanishes from the logs. That module
-    (only) sees a numpy proxy where ``np.int`` is ``int``.
+    (only) sees a numpy proxy where ``np.int`` is ``int``. Likewise ``data/datasets/pascal_voc.py``
+    (``np.str``: every ``register_pascal_voc`` dataset failed to load), fix ``numpy_aliases_voc``.
 ``mapdataset_retry``
     ``data/common.py`` calls ``random.Random.sample`` on a ``set`` when a mapper returns
     ``None``: a TypeError on Python >= 3.11. Its RNG is given a ``sample`` that accepts sets
@@ -204,12 +205,16 @@ def _fix_numpy_aliases():
 
     if hasattr(np, "int"):
         return
-    if "dtype=np.int)" not in _source_of("detectron2.data.build"):
-        return
-    import detectron2.data.build as build
+    if "dtype=np.int)" in _source_of("detectron2.data.build"):
+        import detectron2.data.build as build
 
-    build.np = _NumpyWithAliases(np)
-    _record("numpy_aliases", "numpy 2 removed np.int used by detectron2.data.build")
+        build.np = _NumpyWithAliases(np)
+        _record("numpy_aliases", "numpy 2 removed np.int used by detectron2.data.build")
+    if "dtype=np.str)" in _source_of("detectron2.data.datasets.pascal_voc"):
+        import detectron2.data.datasets.pascal_voc as pascal_voc
+
+        pascal_voc.np = _NumpyWithAliases(np)
+        _record("numpy_aliases_voc", "numpy 2 removed np.str used by detectron2.data.datasets.pascal_voc")
 
 
 # --------------------------------------------------------------------------- Python 3.11
