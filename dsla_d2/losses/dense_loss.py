@@ -20,13 +20,13 @@ from torch import Tensor, nn
 from ..assigners.base import Assignment
 from ..box_ops import aligned_box_iou
 from ..priors import Priors
-from ..utils.comm import normalizer
+from ..utils.comm import normalizer, reduce_mean
 from ..utils.events import put_scalar
 from .box_losses import BOX_LOSS_TYPES, iou_loss
 from .level_weights import LevelWeighting
 from .quality_focal import quality_focal_loss, soft_one_hot, varifocal_loss
 
-__all__ = ["DenseDetectionLoss", "count_normalizer"]
+__all__ = ["DenseDetectionLoss", "count_normalizer", "floored_normalizer"]
 
 CLS_LOSSES = ("focal", "qfl", "vfl")
 #: Count normalisers: "num_pos" = Σ positives; "num_pos_per_image_min1" = Σ_images
@@ -34,14 +34,26 @@ CLS_LOSSES = ("focal", "qfl", "vfl")
 COUNT_NORMALIZERS = ("num_pos", "num_pos_per_image_min1")
 CLS_NORMALIZERS = COUNT_NORMALIZERS + ("sum_scores", "num_pos_plus_images")
 BOX_NORMALIZERS = COUNT_NORMALIZERS + ("sum_weights",)
+#: What a normaliser below its minimum becomes: "clamp" = the minimum (max(N, min):
+#: mmdetection's ``clamp(min=1)``), "one" = 1 (the TOOD authors: N, or 1 if N < 1e-12).
+NORMALIZER_FLOORS = ("clamp", "one")
 
 
-def count_normalizer(mask: Tensor, kind: str, minimum: float = 1.0) -> Tensor:
+def count_normalizer(mask: Tensor, kind: str, minimum: float = 1.0, floor: str = "clamp") -> Tensor:
     """max(all-reduce-mean of the count of ``mask`` (N, R), ``minimum``) for ``kind`` in
-    :data:`COUNT_NORMALIZERS`."""
+    :data:`COUNT_NORMALIZERS` (``floor="one"``: 1 instead of the minimum)."""
     if kind == "num_pos_per_image_min1":
-        return normalizer(mask.sum(dim=1).clamp(min=1).sum().float(), minimum)
-    return normalizer(mask.sum().float(), minimum)
+        return floored_normalizer(mask.sum(dim=1).clamp(min=1).sum().float(), minimum, floor)
+    return floored_normalizer(mask.sum().float(), minimum, floor)
+
+
+def floored_normalizer(total: Tensor, minimum: float = 1.0, floor: str = "clamp") -> Tensor:
+    """The all-reduce-mean N of ``total``; below ``minimum`` it becomes ``minimum``
+    (``floor="clamp"``) or 1 (``"one"``), see :data:`NORMALIZER_FLOORS`."""
+    if floor == "clamp":
+        return normalizer(total, minimum)
+    mean = reduce_mean(total.detach().float())
+    return torch.where(mean < minimum, torch.ones_like(mean), mean)
 
 
 class DenseDetectionLoss(nn.Module):
@@ -61,6 +73,14 @@ class DenseDetectionLoss(nn.Module):
         box_normalizer_min: lower bound of the box normaliser: 1 (ATSS, mmdetection's
             ``clamp(min=1)``) or 1e-6 (FCOS's max(Σ centerness targets, 1e-6), so that a
             batch whose positives have a small total weight is not down-weighted).
+        cls_normalizer_min: the same for the classification normaliser (1).
+        normalizer_floor: what a classification or box normaliser below its minimum
+            becomes: "clamp" (the minimum) or "one" (1: the TOOD authors' "N, or 1 if
+            N < 1e-12", with both minimums 1e-12), see :data:`NORMALIZER_FLOORS`.
+        warmup_cls_loss: the classification loss of assignments that mark themselves as
+            warm-up ones (``Assignment.extras["warmup"]`` true: TOOD's first epochs, ATSS
+            with hard targets and focal loss before TAL with QFL); None: ``cls_loss``
+            always.
         focal_alpha, focal_gamma: focal loss; qfl_beta; vfl_alpha, vfl_gamma.
         smooth_l1_beta: SmoothL1 β for "smooth_l1".
         cls_weight, box_weight: loss weights.
@@ -91,6 +111,9 @@ class DenseDetectionLoss(nn.Module):
         box_weight: float = 1.0,
         quality_normalizer: str = "num_pos",
         level_weighting: Optional[LevelWeighting] = None,
+        cls_normalizer_min: float = 1.0,
+        normalizer_floor: str = "clamp",
+        warmup_cls_loss: Optional[str] = None,
     ):
         super().__init__()
         for name, value, allowed in (
@@ -99,6 +122,8 @@ class DenseDetectionLoss(nn.Module):
             ("box_loss", box_loss, BOX_LOSS_TYPES + ("smooth_l1",)),
             ("box_normalizer", box_normalizer, BOX_NORMALIZERS),
             ("quality_normalizer", quality_normalizer, COUNT_NORMALIZERS),
+            ("normalizer_floor", normalizer_floor, NORMALIZER_FLOORS),
+            ("warmup_cls_loss", warmup_cls_loss, (None,) + CLS_LOSSES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {allowed}")
@@ -109,6 +134,11 @@ class DenseDetectionLoss(nn.Module):
         if not box_normalizer_min > 0:
             raise ValueError(f"box_normalizer_min={box_normalizer_min} must be > 0")
         self.box_normalizer_min = float(box_normalizer_min)
+        if not cls_normalizer_min > 0:
+            raise ValueError(f"cls_normalizer_min={cls_normalizer_min} must be > 0")
+        self.cls_normalizer_min = float(cls_normalizer_min)
+        self.normalizer_floor = normalizer_floor
+        self.warmup_cls_loss = warmup_cls_loss
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.qfl_beta = qfl_beta
@@ -131,22 +161,25 @@ class DenseDetectionLoss(nn.Module):
         """
         num_classes = logits.shape[-1]
         pos = assignment.pos_mask
+        kind = self.cls_loss_of(assignment)
         labelled = self.labelled_class_target(assignment, target_scores).to(logits.dtype)
         target = soft_one_hot(assignment.labels, labelled, num_classes)
-        if self.cls_loss == "focal":
+        if kind == "focal":
             loss = sigmoid_focal_loss(logits, target, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
-        elif self.cls_loss == "qfl":
+        elif kind == "qfl":
             loss = quality_focal_loss(logits, target, beta=self.qfl_beta)
         else:
             loss = varifocal_loss(logits, target, alpha=self.vfl_alpha, gamma=self.vfl_gamma)
         loss = (loss.sum(dim=-1) * (assignment.cls_weights if weights is None else weights)).sum()
 
+        low, floor = self.cls_normalizer_min, self.normalizer_floor
         if self.cls_normalizer == "sum_scores":
-            norm = normalizer(torch.where(pos, target_scores, torch.zeros_like(target_scores)).sum())
+            total = torch.where(pos, target_scores, torch.zeros_like(target_scores)).sum()
+            norm = floored_normalizer(total, low, floor)
         elif self.cls_normalizer == "num_pos_plus_images":
-            norm = normalizer(pos.sum().float() + pos.shape[0])
+            norm = floored_normalizer(pos.sum().float() + pos.shape[0], low, floor)
         else:
-            norm = count_normalizer(pos, self.cls_normalizer)
+            norm = count_normalizer(pos, self.cls_normalizer, low, floor)
         return self.cls_weight * loss / norm
 
     def regression(
@@ -175,9 +208,9 @@ class DenseDetectionLoss(nn.Module):
         else:
             per_pos = iou_loss(pred_boxes[mask], assignment.box_targets[mask], self.box_loss)
         if self.box_normalizer == "sum_weights":
-            norm = normalizer(own.sum(), self.box_normalizer_min)
+            norm = floored_normalizer(own.sum(), self.box_normalizer_min, self.normalizer_floor)
         else:
-            norm = count_normalizer(mask, self.box_normalizer, self.box_normalizer_min)
+            norm = count_normalizer(mask, self.box_normalizer, self.box_normalizer_min, self.normalizer_floor)
         # An empty positive set still returns a loss connected to the graph.
         loss = (per_pos * weights).sum() + 0.0 * pred_deltas.sum()
         return self.box_weight * loss / norm
@@ -266,11 +299,19 @@ class DenseDetectionLoss(nn.Module):
             target_scores = quality.classification_targets(assignment, cls_ious)
         return {"reg_ious": reg_ious, "cls_ious": cls_ious, "target_scores": target_scores}
 
+    def cls_loss_of(self, assignment: Assignment) -> str:
+        """The classification loss for this assignment: ``warmup_cls_loss`` if it is set
+        and the assignment is a warm-up one (``extras["warmup"]``), else ``cls_loss``."""
+        warmup = assignment.extras.get("warmup")
+        if self.warmup_cls_loss is not None and warmup is not None and bool(warmup):
+            return self.warmup_cls_loss
+        return self.cls_loss
+
     def labelled_class_target(self, assignment: Assignment, target_scores: Tensor) -> Tensor:
         """(N, R) target of the labelled class the classification loss uses: 1 on every
         positive for the hard focal loss, the quality-coupled soft target for QFL / VFL;
         0 on background."""
-        if self.cls_loss == "focal":
+        if self.cls_loss_of(assignment) == "focal":
             return assignment.pos_mask.to(target_scores.dtype)
         return target_scores
 
