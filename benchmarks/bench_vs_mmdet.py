@@ -63,6 +63,7 @@ import torch.nn.functional as F  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+from timed_calls import timed_ms  # noqa: E402
 from result_files import (  # noqa: E402
     add_result_arguments, git_commit, render_file, short_commit, today, write_result)
 
@@ -169,17 +170,9 @@ class Ours:
         loss.backward()
         return losses
 
-    def timed(self, fn, k):
-        times = []
-        for _ in range(k):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1000)
-        return times
-
     def infer(self, k):
         self.model.eval()
-        return self.timed(self.infer_once, k)
+        return timed_ms(self.infer_once, k)
 
     def train(self, k):
         from detectron2.utils.events import EventStorage
@@ -187,7 +180,7 @@ class Ours:
         self.model.train()
         try:
             with EventStorage(0):
-                return self.timed(self.train_once, k)
+                return timed_ms(self.train_once, k)
         finally:
             self.model.zero_grad(set_to_none=True)
             self.model.eval()

@@ -33,7 +33,6 @@ import copy
 import json
 import os
 import sys
-import time
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -41,10 +40,12 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARITY = os.path.join(os.path.dirname(HERE), "tools", "parity")
 sys.path.insert(0, PARITY)
+sys.path.insert(0, HERE)
 
 import mmcv_ops_shim  # noqa: E402,F401  (must come before mmcv.ops / mmdet)
 import torch  # noqa: E402
 from make_mmdet_fixtures import MODELS_TO_DUMP, SEED, reset_ddod_counters  # noqa: E402
+from timed_calls import timed_ms  # noqa: E402
 from seeded_weights import key_spec, seeded_state_dict  # noqa: E402
 
 
@@ -105,22 +106,14 @@ class Worker:
         loss.backward()
         return log_vars
 
-    def timed(self, fn, k):
-        times = []
-        for _ in range(k):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1000)
-        return times
-
     def infer(self, k):
         self.model.eval()
-        return {"ms": self.timed(self.infer_once, k)}
+        return {"ms": timed_ms(self.infer_once, k)}
 
     def train(self, k):
         self.model.train()
         try:
-            return {"ms": self.timed(self.train_once, k)}
+            return {"ms": timed_ms(self.train_once, k)}
         finally:
             self.model.zero_grad(set_to_none=True)
             self.model.eval()
