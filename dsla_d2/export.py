@@ -36,9 +36,10 @@ refused naming the deformable layers: there is no partial export.
 the meta-architecture would be baked: the per-level top-k, ``min(test_topk_candidates,
 n)``, keeps whichever side the sample had (a level with fewer candidates than k at the
 sample would keep that count at every size, one with more would ask for k candidates of a
-smaller image and fail). While tracing, :func:`trace_safe_topk` makes that ``min`` a
-``clamp`` recorded in the graph (and gives the bool ``index_fill_`` of
-``test_topk_mode="locations"``, which the tracer cannot record, as an int). Every export is
+smaller image and fail). The meta-architecture computes it with
+``dsla_d2.meta_arch.base._topk_count``, a ``clamp`` recorded in the graph while tracing
+(and fills its ``test_topk_mode="locations"`` mask with 1, which the tracer records, not
+``True``, which it cannot). Every export is
 then checked on the sample and on a second input of another height and width
 (:func:`check_inputs`).
 
@@ -49,7 +50,6 @@ onnxruntime) and eager PyTorch on the same inputs; :func:`export` raises
 :class:`ExportParityError` when a detection count or class differs, or a box differs by
 more than :data:`BOX_TOLERANCE` px or a score by more than :data:`SCORE_TOLERANCE`.
 """
-import builtins
 import contextlib
 import hashlib
 import json
@@ -81,7 +81,6 @@ __all__ = [
     "sample_image",
     "check_inputs",
     "eager_outputs",
-    "trace_safe_topk",
     "deformable_layers",
     "onnx_deform_conv_support",
     "onnx_opset",
@@ -207,57 +206,6 @@ def eager_outputs(model: nn.Module, image: Tensor) -> Tuple[Tensor, Tensor, Tens
         return _inference(model, image)
 
 
-def _traced_min(*args, **kwargs):
-    """``min`` as the meta-architecture's top-k sees it while tracing: ``min(int, size)``
-    with a traced size becomes ``clamp(size, max=int)``, recorded in the graph."""
-    if len(args) == 2 and not kwargs and torch.jit.is_tracing():
-        a, b = args
-        if isinstance(a, Tensor) != isinstance(b, Tensor):
-            t, n = (a, b) if isinstance(a, Tensor) else (b, a)
-            if isinstance(n, int) and t.dim() == 0:
-                return torch.clamp(t, max=n)
-    return builtins.min(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def trace_safe_topk():
-    """While tracing, the ``min`` of :mod:`dsla_d2.meta_arch.base` (the per-level top-k
-    count) is recorded instead of baked (outside a trace it is the builtin ``min``), and a
-    bool ``index_fill_`` value is given as an int (:func:`_bool_fill_mode`)."""
-    from .meta_arch import base
-
-    had = "min" in vars(base)
-    previous = vars(base).get("min")
-    base.min = _traced_min
-    try:
-        with _bool_fill_mode():
-            yield
-    finally:
-        if had:
-            base.min = previous
-        else:
-            del base.min
-
-
-def _bool_fill_mode():
-    """A torch function mode that hands ``index_fill_(dim, index, True/False)`` the int
-    1/0 instead (the same values in a bool tensor): the tracer records a Python bool
-    fill value with no JIT schema to match ("We don't have an op for aten::index_fill_"),
-    which the meta-architecture's ``test_topk_mode="locations"`` uses."""
-    from torch.overrides import TorchFunctionMode
-
-    fills = {torch.Tensor.index_fill_, torch.Tensor.index_fill, torch.index_fill}
-
-    class _BoolFill(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func in fills and len(args) == 4 and isinstance(args[3], bool):
-                args = (*args[:3], int(args[3]))
-            return func(*args, **kwargs)
-
-    return _BoolFill()
-
-
 @contextlib.contextmanager
 def _quiet_export():
     """Silence what tracing says about Python values it records as constants (the check
@@ -288,7 +236,7 @@ def export_torchscript(model: nn.Module, image: Tensor, path: str):
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        with _quiet_export(), trace_safe_topk():
+        with _quiet_export():
             traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
         traced.save(path)
     finally:
@@ -465,7 +413,7 @@ def export_onnx(model: nn.Module, image: Tensor, path: str, opset: Optional[int]
     symbolic = _deform_conv_symbolic(opset) if deformable else contextlib.nullcontext()
     adapter = _adapter(model, image)
     axes = {INPUT_NAME: {1: "height", 2: "width"}, **{n: {0: "detections"} for n in OUTPUT_NAMES}}
-    with _quiet_export(), trace_safe_topk(), symbolic:
+    with _quiet_export(), symbolic:
         torch.onnx.export(
             adapter, adapter.flattened_inputs, path, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=axes, external_data=False,

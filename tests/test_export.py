@@ -122,10 +122,11 @@ def test_locations_topk_mode_traces(tmp_path):
     assert ex.export(model, "torchscript", str(tmp_path), inputs[0], inputs=inputs)["check"]["ok"]
 
 
-def test_traced_min_is_min_outside_a_trace():
-    assert ex._traced_min(3, 5) == 3 and ex._traced_min([4, 2]) == 2 and ex._traced_min(2, 1, 7) == 1
-    t = torch.tensor(9)
-    assert ex._traced_min(5, t) is not None and int(ex._traced_min(5, t)) == 5  # not tracing: builtin
+def test_topk_count_is_min_of_ints_and_a_clamp_of_traced_sizes():
+    from dsla_d2.meta_arch.base import _topk_count
+
+    assert _topk_count(1000, 560) == 560 and _topk_count(1000, 44800) == 1000  # ints: min
+    assert int(_topk_count(5, torch.tensor(9))) == 5 and int(_topk_count(5, torch.tensor(3))) == 3  # sizes: clamp
 
 
 # --------------------------------------------------------------------------- deformable convs

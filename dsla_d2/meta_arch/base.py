@@ -247,15 +247,24 @@ class AssignedDenseDetector(DenseDetector):
         if self.test_topk_mode == "locations":
             # rank locations by their best value over all classes (before the threshold),
             # keep the top k, then every class above the threshold at those locations
-            k = min(self.test_topk_candidates, scores.shape[0])
+            k = _topk_count(self.test_topk_candidates, scores.shape[0])
             locations = rank.max(dim=1).values.topk(k).indices
-            chosen = torch.zeros_like(above).index_fill_(0, locations, True) & above
+            chosen = torch.zeros_like(above).index_fill_(0, locations, 1) & above  # 1: the tracer has no bool fill
             idx = chosen.flatten().nonzero().squeeze(1)
         else:
             ranked = torch.where(above, rank, torch.full_like(rank, -1.0)).flatten()
-            top, idx = ranked.topk(min(self.test_topk_candidates, ranked.numel()))
+            top, idx = ranked.topk(_topk_count(self.test_topk_candidates, ranked.numel()))
             idx = idx[top >= 0]
         return scores.flatten()[idx], idx // self.num_classes, idx % self.num_classes
+
+
+def _topk_count(k: int, n):
+    """``min(k, n)``. While ``torch.jit.trace`` runs, sizes arrive as 0-dim tensors: the
+    count is then a ``clamp`` recorded in the graph, so an exported model applies the rule
+    at every input size instead of the count of the sample it was traced on."""
+    if isinstance(n, Tensor):
+        return n.clamp(max=k)
+    return min(k, n)
 
 
 def _check_head_grid(head: nn.Module, prior_generator: PriorGenerator) -> None:
