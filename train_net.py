@@ -364,8 +364,9 @@ def setup(args):
     apply_tta_flag(cfg, args)
     check_evaluator(cfg)  # an evaluator_type without an evaluator fails now, not after training
     class_names = check_datasets_agree(cfg, splits=("test",) if args.eval_only else ("train", "test"))
-    if args.eval_only and eval_problem(cfg):
-        raise DatasetMismatchError(f"--eval-only: {eval_problem(cfg)}")
+    problem = eval_problem(cfg) if args.eval_only else None  # loads the test set: once
+    if problem:
+        raise DatasetMismatchError(f"--eval-only: {problem}")
     resolve_device(cfg)
     check_weights(cfg, args, class_names)
     check_output_policy(cfg, args)
