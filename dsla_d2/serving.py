@@ -171,15 +171,15 @@ def load_yacs_config(path: str, allowed_targets: Sequence[str] = ()) -> CfgNode:
     plain YAML only (a ``!!python/...`` tag is refused). ``MODEL.DSLA_D2.ALLOWED_TARGETS``
     is taken from ``allowed_targets``, never from the file (a file cannot widen its own
     trust)."""
+    import yaml
+
     from .utils.trust import UnsafeConfigError
 
     ycfg = add_dsla_d2_config(get_cfg())
     try:
-        ycfg.merge_from_file(path, allow_unsafe=False)
-    except Exception as e:
-        if "ConstructorError" in type(e).__name__ or "could not determine a constructor" in str(e):
-            raise UnsafeConfigError(f"{path} holds YAML tags that build Python objects; a config here must be plain data") from None
-        raise
+        ycfg.merge_from_file(path, allow_unsafe=False)  # yaml.safe_load, which refuses the tags
+    except yaml.constructor.ConstructorError:
+        raise UnsafeConfigError(f"{path} holds YAML tags that build Python objects; a config here must be plain data") from None
     ycfg.MODEL.DSLA_D2.ALLOWED_TARGETS = list(allowed_targets)
     return ycfg
 
