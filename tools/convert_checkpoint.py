@@ -83,12 +83,13 @@ def convert_mmdet(args) -> str:
     source = read_checkpoint(checkpoint)
     head_type = head_type_of(source)
     check_head_matches(head_type, cfg.model)
-    target = instantiate(cfg.model).state_dict()
+    model = instantiate(cfg.model)
+    target = model.state_dict()
     tower_norm = bool(cfg.model.head.get("norm", ""))
     state = convert_state_dict(source, mmdet_rules(head_type, tower_norm), target, KEEP_INITIAL, source_name=checkpoint)
     names = _class_names(cfg)
     record = {"path": os.path.abspath(checkpoint), "format": f"mmdetection {head_type}", "config": os.path.relpath(config, ROOT)}
-    path = write_run_dir(cfg, state, args.output, names, record)
+    path = write_run_dir(cfg, model, state, args.output, names, record)
     print(f"converted {checkpoint} ({head_type}, {len(source)} tensors) -> {path}")
     return path
 

@@ -13,7 +13,7 @@ import os
 from typing import Dict, List, Optional
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 
 from ..engine.atomic import atomic_open
 from ..engine.checkpoint import RunCheckpointer, file_sha256, model_description
@@ -21,8 +21,10 @@ from ..engine.checkpoint import RunCheckpointer, file_sha256, model_description
 __all__ = ["write_run_dir"]
 
 
-def write_run_dir(cfg, state_dict: Dict[str, torch.Tensor], output_dir: str, class_names: Optional[List[str]], source: Dict) -> str:
-    """Write ``cfg`` and ``state_dict`` (complete for ``cfg.model``) as a run directory.
+def write_run_dir(cfg, model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], output_dir: str,
+                  class_names: Optional[List[str]], source: Dict) -> str:
+    """Write ``cfg`` and ``state_dict`` (complete for ``model``, built from ``cfg.model``)
+    as a run directory.
 
     Args:
         source: what the weights were converted from (``path`` at least); its SHA-256 is
@@ -30,7 +32,6 @@ def write_run_dir(cfg, state_dict: Dict[str, torch.Tensor], output_dir: str, cla
     Returns:
         the path of ``model_final.pth``.
     """
-    model = instantiate(cfg.model)
     model.load_state_dict(state_dict, strict=True)
     os.makedirs(output_dir, exist_ok=True)
     cfg.train.output_dir = output_dir
