@@ -112,6 +112,36 @@ def test_paired_difference_to_a_baseline(store):
                                    results, campaigns)
 
 
+@pytest.mark.parametrize("diffs, text", [
+    # mean 2, sd 0.1 (1.9, 2.0, 2.1): t = 2 / (0.1 / √3) = 34.6 > t(0.975, 2) = 4.303
+    ([1.9, 2.0, 2.1], "reproduced (t = +34.6, n = 3)"),
+    # mean −1, sd 0.1: t = −17.3 < −4.303
+    ([-0.9, -1.0, -1.1], "opposite (t = -17.3, n = 3)"),
+    # +1, −1, +3: mean 1, sd 2, t = 1 / (2 / √3) = 0.87: inside ±4.303
+    ([1.0, -1.0, 3.0], "within noise (t = +0.9, n = 3)"),
+    # two seeds, +1 and +2: mean 1.5, sd 0.707, t = 1.5 / 0.5 = 3.0 < t(0.975, 1) = 12.706
+    ([1.0, 2.0], "within noise (t = +3.0, n = 2)"),
+    ([0.5], "undecided (1 seed)"),
+    ([], ""),
+])
+def test_verdict_is_a_paired_t_test(diffs, text):
+    assert render_tables.verdict(diffs) == text
+
+
+def test_verdict_column(store):
+    campaigns, results = store
+    for seed, ap in ((0, 2.0), (1, 3.1), (2, 3.9)):  # FCOS 1, 2, 3 → +1.0, +1.1, +0.9: t = 17.3
+        run_record.write_json(os.path.join(results, "camp", "atss_r18_synth", f"seed{seed}.json"), _record("atss_r18_synth", seed, ap))
+    table = dict(TABLE, paired="AP", verdict=True, rows=[
+        dict(run="fcos_r18_synth", label="FCOS"),
+        dict(run="atss_r18_synth", label="ATSS", vs=dict(run="fcos_r18_synth", label="FCOS")),
+    ])
+    lines = render_tables.render_table("t", table, results, campaigns).splitlines()
+    assert lines[1].endswith("| ΔAP vs baseline, same seeds | claim (paired t-test, 95 %) |")
+    assert lines[4].endswith("| +1.0 ± 0.1 vs FCOS | reproduced (t = +17.3, n = 3) |")
+    assert lines[3].endswith("|  |  |")
+
+
 def test_a_row_must_name_a_run_of_its_campaign(store):
     campaigns, results = store
     table = dict(TABLE, rows=[dict(run="nope", label="x")])

@@ -16,6 +16,8 @@ those Markdown files and is defined in ``benchmarks/tables.yaml``::
         per_seed: AP                        # optional: a column with each seed's value
         paired: AP                          # optional: a column with the difference to the
                                             # row's baseline (`vs`), seed by seed
+        verdict: true                       # optional (with `paired`): whether the row's claim
+                                            # (better than its baseline) holds, by a paired t-test
         decimals: 1                         # optional (per-seed values get one more)
         first_column: detector              # optional header of the label column
         rows:
@@ -27,7 +29,8 @@ those Markdown files and is defined in ``benchmarks/tables.yaml``::
 Each row shows mean ± sample std over the row's finished runs (with ``paired``: of the
 per-seed differences to its baseline, over the seeds both finished — the seed-to-seed
 spread of a short training is shared by both runs of a seed, so the paired difference is the
-steadier comparison); the lines under the table
+steadier comparison; with ``verdict``, a two-sided paired t-test at 95 % on those
+differences says "reproduced" (Δ > 0), "opposite" (Δ < 0) or "within noise"); the lines under the table
 state the budget, seeds, commit(s) and the record files. A row with no record yet says
 "not yet measured" (and the planned budget, from the campaign file) — never a typed number.
 """
@@ -49,7 +52,7 @@ TABLES_FILE = os.path.join(ROOT, "benchmarks", "tables.yaml")
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 CAMPAIGNS_DIR = os.path.join(ROOT, "benchmarks", "campaigns")
 DOC_GLOBS = ("README.md", "docs/*.md", "projects/*/README.md")
-TABLE_KEYS = {"campaign", "metrics", "per_seed", "paired", "decimals", "first_column", "rows"}
+TABLE_KEYS = {"campaign", "metrics", "per_seed", "paired", "verdict", "decimals", "first_column", "rows"}
 ROW_KEYS = {"run", "label", "campaign", "vs"}
 SUMMARY_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 _BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
@@ -90,17 +93,43 @@ def mean_std(values, decimals=1, signed=False):
     return f"{statistics.mean(values):{sign}.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
 
 
-def paired_cell(row, done, campaign, metric, decimals, results_dir):
+def paired_diffs(row, done, campaign, metric, results_dir):
     """The row's ``metric`` minus its baseline's, seed by seed, over the seeds both finished."""
-    if "vs" not in row:
-        return ""
     base_campaign = row["vs"].get("campaign", campaign)
     base = {r["seed"]: metric_value(r, metric) for r in load_records(base_campaign, row["vs"]["run"], results_dir)
             if r["status"] == "finished"}
-    diffs = [metric_value(r, metric) - base[r["seed"]] for r in done
-             if base.get(r["seed"]) is not None and metric_value(r, metric) is not None]
+    return [metric_value(r, metric) - base[r["seed"]] for r in done
+            if base.get(r["seed"]) is not None and metric_value(r, metric) is not None]
+
+
+def paired_cell(row, done, campaign, metric, decimals, results_dir):
+    """Mean ± std of :func:`paired_diffs`, naming the baseline."""
+    if "vs" not in row:
+        return ""
+    diffs = paired_diffs(row, done, campaign, metric, results_dir)
     seeds = "" if len(diffs) > 1 else (" (1 seed)" if diffs else "")
     return f"{mean_std(diffs, decimals, signed=True)} vs {row['vs']['label']}{seeds}"
+
+
+# Two-sided 95 % critical values of Student's t for 1..10 degrees of freedom (t_{0.975, df}).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def verdict(diffs):
+    """Whether "better than the baseline" holds for paired differences: a two-sided paired
+    t-test at 95 % (t = mean / (std / √n), n − 1 degrees of freedom). "reproduced" (Δ > 0),
+    "opposite" (Δ < 0), "within noise"; fewer than 2 seeds: undecided."""
+    n = len(diffs)
+    if n < 2:
+        return "undecided (1 seed)" if diffs else ""
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    if sd == 0:
+        t = float("inf") if mean else 0.0
+    else:
+        t = mean / (sd / n ** 0.5)
+    crit = T_975.get(n - 1, 1.96)
+    word = "reproduced" if t > crit else ("opposite" if t < -crit else "within noise")
+    return f"{word} (t = {t:+.1f}, n = {n})"
 
 
 def load_records(campaign, run, results_dir=RESULTS_DIR):
@@ -122,6 +151,8 @@ def load_tables(path=TABLES_FILE):
             if set(row) - ROW_KEYS or not {"run", "label"} <= set(row):
                 raise SystemExit(f"{path}: table {name!r} rows[{i}] needs run and label, got {row!r}")
             vs = row.get("vs")
+            if t.get("verdict") and "paired" not in t:
+                raise SystemExit(f"{path}: table {name!r}: verdict needs a 'paired' metric")
             if vs is not None and (not isinstance(vs, dict) or not {"run", "label"} <= set(vs) <= {"run", "label", "campaign"}
                                    or "paired" not in t):
                 raise SystemExit(f"{path}: table {name!r} rows[{i}]: vs needs {{run, label[, campaign]}} and the table a "
@@ -182,6 +213,7 @@ def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
     paired = table.get("paired")
     header = [table.get("first_column", "detector"), *(h for _, h, _ in cols)] + ([f"{per_seed} per seed"] if per_seed else [])
     header += [f"Δ{paired} vs baseline, same seeds"] if paired else []
+    header += ["claim (paired t-test, 95 %)"] if table.get("verdict") else []
     lines = [f"<!-- rendered by tools/render_tables.py from benchmarks/results/ (table {name!r} in "
              "benchmarks/tables.yaml); edit those, not this -->",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -207,6 +239,8 @@ def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_D
             if "vs" in row:
                 planned(row["vs"].get("campaign", campaign), row["vs"]["run"], campaigns_dir)  # a planned baseline
             cells.append(paired_cell(row, done, campaign, paired, decimals, results_dir))
+            if table.get("verdict"):
+                cells.append(verdict(paired_diffs(row, done, campaign, paired, results_dir)) if "vs" in row else "")
         label = row["label"] if len(done) == len(plan_seeds) else f"{row['label']} ({len(done)} of {len(plan_seeds)} seeds)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
