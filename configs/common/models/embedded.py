@@ -16,8 +16,19 @@ parts are halved, as each needs:
   (32,128), (64,256), (128,1024), edges 8..128 — which keeps η = 2 and every range at the
   same multiple of its level's base edge, so the log(d/z_l) targets keep COCO's
   distribution. The strides stay 8..128 (the backbone's).
+
+Two regimes for the backbone (issue 19). The configs train it **from scratch** (BatchNorm,
+nothing frozen), the regime of the first embedded comparison (``synth600``). The
+**pre-trained** regime is the papers' (every one of them fine-tunes ImageNet weights):
+:func:`use_pretrained_backbone` (or the overrides :data:`PRETRAINED_OVERRIDES` on the
+command line) starts from the backbone pre-trained on the synthetic shape classification
+set (``dsla_d2://pretrained/synth_r18_shapes10.pth``, ``tools/pretrain_backbone.py``) and
+freezes as the COCO recipes do: stem and res2 frozen (``freeze_at=2``), ``FrozenBN``
+everywhere.
 """
 from dsla_d2.meta_arch import DslaATSS, DslaFCOS, DslaFoveaBox
+
+from dsla_d2.pretrained import EMBEDDED_BACKBONE
 
 from .foveabox import BASE_EDGES, SCALE_RANGES
 from .small_backbone import FPN_CHANNELS, small_fpn
@@ -28,6 +39,14 @@ ATSS_ANCHOR_SCALE = 4
 FOVEA_SCALE = 0.5
 FOVEA_SCALE_RANGES = [[lo * FOVEA_SCALE, hi * FOVEA_SCALE] for lo, hi in SCALE_RANGES]
 FOVEA_BASE_EDGES = [z * FOVEA_SCALE for z in BASE_EDGES]
+#: The pre-trained regime as command-line overrides of any embedded config (what
+#: :func:`use_pretrained_backbone` sets); the campaign ``synth_pt`` passes them to every run.
+PRETRAINED_OVERRIDES = [
+    f"train.init_checkpoint={EMBEDDED_BACKBONE}",
+    "model.backbone.bottom_up.freeze_at=2",
+    "model.backbone.bottom_up.stem.norm=FrozenBN",
+    "model.backbone.bottom_up.stages.norm=FrozenBN",
+]
 
 
 def to_embedded_small(model):
@@ -49,4 +68,15 @@ def to_embedded_small(model):
     else:
         model.assigner.scale_ranges = FOVEA_SCALE_RANGES
         model.box_coder.base_edges = FOVEA_BASE_EDGES
+    return model
+
+
+def use_pretrained_backbone(model, train):
+    """The pre-trained regime (module docstring) for an embedded ``model`` and its ``train``
+    node, in place: the shipped pre-trained backbone, stem + res2 frozen, FrozenBN."""
+    bottom_up = model.backbone.bottom_up
+    bottom_up.freeze_at = 2
+    bottom_up.stem.norm = "FrozenBN"
+    bottom_up.stages.norm = "FrozenBN"
+    train.init_checkpoint = EMBEDDED_BACKBONE
     return model
