@@ -8,8 +8,8 @@ the sparse rewrite (issue 13), as a JSON result file and markdown tables.
 
 Inputs: one 800×1333 image per batch element, P3-P7 (strides 8-128, offset 0.5): 22,300
 priors per image. Gts: centres uniform in the image, sides 8-400 px, clipped to the image
-as Detectron2's mapper clips them. Dynamic ATSS, DDOD and TAL read noisy "predicted" boxes,
-DDOD and TAL also random class logits.
+as Detectron2's mapper clips them. Dynamic ATSS, DDOD, TAL and SimOTA read noisy "predicted"
+boxes, DDOD, TAL and SimOTA also random class logits.
 
 Every case (assigner, implementation, gts, images) runs in a **fresh subprocess** with one
 intra-op thread. Time: median wall time of up to ``--repeat`` calls after a first
@@ -56,6 +56,7 @@ OPTIONAL = {  # once they are registered
     "DW": ("DWAssigner", {}),
     "DW (top-k 9 per level)": ("DWAssigner", {"bag": "topk", "topk": 9}),
     "TAL": ("TaskAlignedAssigner", {}),
+    "SimOTA": ("SimOTAAssigner", {}),
 }
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc)
 

@@ -8,6 +8,7 @@ from .dsla_fovea import DSLAFoveaAssigner
 from .dw import DWAssigner
 from .fcos import DEFAULT_SIZE_RANGES, FCOSAssigner
 from .fovea import FOVEA_SCALE_RANGES, FoveaAssigner, fovea_mask, gt_sqrt_areas, paint_order_match
+from .simota import SimOTAAssigner, center_region, dynamic_k, simota_cost
 from .tal import TaskAlignedAssigner, alignment_metric
 
 

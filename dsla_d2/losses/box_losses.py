@@ -7,7 +7,7 @@ from ..box_ops import aligned_box_iou
 
 __all__ = ["iou_loss", "BOX_LOSS_TYPES"]
 
-BOX_LOSS_TYPES = ("iou", "linear_iou", "giou")
+BOX_LOSS_TYPES = ("iou", "linear_iou", "squared_iou", "giou")
 
 
 def iou_loss(pred: Tensor, target: Tensor, loss_type: str = "giou") -> Tensor:
@@ -15,6 +15,7 @@ def iou_loss(pred: Tensor, target: Tensor, loss_type: str = "giou") -> Tensor:
 
     - "iou": −log(max(IoU, 1e-6)) (UnitBox; FCOS and DSLA's R-50 recipe)
     - "linear_iou": 1 − IoU
+    - "squared_iou": 1 − IoU² (YOLOX's ``IOUloss``, mmdetection's ``IoULoss(mode="square")``)
     - "giou": 1 − GIoU (torchvision, eps 1e-7)
     """
     if loss_type == "giou":
@@ -24,4 +25,6 @@ def iou_loss(pred: Tensor, target: Tensor, loss_type: str = "giou") -> Tensor:
         return -torch.log(iou.clamp(min=1e-6))
     if loss_type == "linear_iou":
         return 1 - iou
+    if loss_type == "squared_iou":
+        return 1 - iou * iou
     raise ValueError(f"unknown box loss {loss_type!r}; expected one of {BOX_LOSS_TYPES}")

@@ -66,8 +66,8 @@ class DenseDetectionLoss(nn.Module):
             "num_pos_per_image_min1" (Σ_images max(positives, 1): ATSS/DDOD code),
             "sum_scores" (all-reduced Σ soft targets, DSLA's Σ label_d) or
             "num_pos_plus_images" (FoveaBox). Always ≥ 1.
-        box_loss: "iou" (−log IoU), "linear_iou", "giou" on decoded boxes, or "smooth_l1"
-            on the box coder's encoded targets (FoveaBox).
+        box_loss: "iou" (−log IoU), "linear_iou", "squared_iou" (1 − IoU², YOLOX), "giou" on
+            decoded boxes, or "smooth_l1" on the box coder's encoded targets (FoveaBox).
         box_normalizer: "num_pos", "num_pos_per_image_min1" (of the regression positives)
             or "sum_weights" (Σ regression weights: FCOS/ATSS centerness, DSLA label_s).
         box_normalizer_min: lower bound of the box normaliser: 1 (ATSS, mmdetection's
