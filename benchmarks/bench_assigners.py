@@ -56,6 +56,7 @@ OPTIONAL = {  # once they are registered
     "DW": ("DWAssigner", {}),
     "DW (top-k 9 per level)": ("DWAssigner", {"bag": "topk", "topk": 9}),
     "TAL": ("TaskAlignedAssigner", {}),
+    "DSL (RTMDet)": ("DynamicSoftLabelAssigner", {}),
     "SimOTA": ("SimOTAAssigner", {}),
 }
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc)

@@ -3,6 +3,7 @@ from .atss import ATSSAssigner, DynamicATSSAssigner, resolve_iou_weight, select_
 from .atss_core import ATSSMatch, CandidateQuality, atss_match
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .ddod import DDODAssigner, ddod_cost
+from .dsl import DynamicSoftLabelAssigner
 from .dsla import DSLAAssigner, relaxation_score, relaxed_ranges
 from .dsla_fovea import DSLAFoveaAssigner
 from .dw import DWAssigner
