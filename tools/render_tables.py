@@ -26,6 +26,15 @@ those Markdown files and is defined in ``benchmarks/tables.yaml``::
           - {run: fcos_dsla, label: "...", vs: {run: fcos_r18_synth, label: FCOS}}  # with `paired`
                                             # (vs may name its own campaign too)
 
+A ``curves`` table renders ``benchmarks/results/<campaign>/curves.json``
+(``tools/learning_curves.py``): AP at every evaluation of one seed per row, where the curve
+stops rising at the constant lr, and the AP after the lr decay::
+
+      NAME:
+        curves: synth_pt_curves
+        rows:
+          - {run: fcos_r18_synth, label: FCOS}
+
 Each row shows mean ± sample std over the row's finished runs (with ``paired``: of the
 per-seed differences to its baseline, over the seeds both finished — the seed-to-seed
 spread of a short training is shared by both runs of a seed, so the paired difference is the
@@ -53,6 +62,7 @@ RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 CAMPAIGNS_DIR = os.path.join(ROOT, "benchmarks", "campaigns")
 DOC_GLOBS = ("README.md", "docs/*.md", "projects/*/README.md")
 TABLE_KEYS = {"campaign", "metrics", "per_seed", "paired", "verdict", "decimals", "first_column", "rows"}
+CURVES_KEYS = {"curves", "seed", "first_column", "rows"}
 ROW_KEYS = {"run", "label", "campaign", "vs"}
 SUMMARY_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 _BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
@@ -144,6 +154,10 @@ def load_tables(path=TABLES_FILE):
     if not isinstance(tables, dict) or not tables:
         raise SystemExit(f"{path}: expected a 'tables' mapping")
     for name, t in tables.items():
+        if "curves" in t:
+            if set(t) - CURVES_KEYS or not t.get("rows") or any(not {"run", "label"} <= set(r) for r in t["rows"]):
+                raise SystemExit(f"{path}: curves table {name!r} needs curves and rows of {{run, label}} (keys: {sorted(t)})")
+            continue
         unknown = set(t) - TABLE_KEYS
         if unknown or not t.get("rows") or not t.get("metrics") or "campaign" not in t:
             raise SystemExit(f"{path}: table {name!r} needs campaign, metrics, rows (unknown keys: {sorted(unknown)})")
@@ -205,8 +219,44 @@ def _footer(records, campaigns, seeds_same):
     return lines
 
 
+def render_curves_table(name, table, results_dir=RESULTS_DIR):
+    """The Markdown of a ``curves`` table (module docstring)."""
+    import json
+
+    path = os.path.join(results_dir, table["curves"], "curves.json")
+    with open(path, encoding="utf-8") as f:
+        curves = json.load(f)
+    seed = str(table.get("seed", 0))
+    found = {row["run"]: curves["runs"].get(row["run"], {}).get(seed) for row in table["rows"]}
+    iters = sorted({p["iteration"] for s in found.values() if s for p in s["evaluations"]})
+    header = [table.get("first_column", "detector"), *(f"AP @ {i + 1}" for i in iters),
+              "flat from (constant lr)", "best AP before the lr drop", "AP after the decay"]
+    lines = [f"<!-- rendered by tools/render_tables.py from benchmarks/results/{table['curves']}/curves.json (table "
+             f"{name!r} in benchmarks/tables.yaml); edit those, not this -->",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table["rows"]:
+        s = found[row["run"]]
+        if not s:
+            lines.append(f"| {row['label']} | " + " | ".join([NOT_MEASURED] + [""] * (len(header) - 2)) + " |")
+            continue
+        ap = {p["iteration"]: p["AP"] for p in s["evaluations"]}
+        cells = [f"{ap[i]:.1f}" if i in ap else "" for i in iters]
+        open_curve = s["lr_drop"] is None
+        cells.append("still rising (run unfinished)" if open_curve else f"{s['plateau'] + 1}")
+        cells.append("" if s["best_before_drop"] is None else f"{s['best_before_drop']:.1f}")
+        cells.append("" if open_curve or s["final"] is None else f"{s['final']:.1f}")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Seed {seed}, one run per row; COCO AP on the validation set every few hundred iterations. "
+              f"\"Flat from\": the first evaluation within {curves['tolerance_AP']} AP of the best one before the "
+              "learning rate drops (tools/learning_curves.py).",
+              f"Source: `benchmarks/results/{table['curves']}/curves.json`."]
+    return "\n".join(lines) + "\n"
+
+
 def render_table(name, table, results_dir=RESULTS_DIR, campaigns_dir=CAMPAIGNS_DIR):
     """The Markdown of one table (without its markers)."""
+    if "curves" in table:
+        return render_curves_table(name, table, results_dir)
     decimals = table.get("decimals", 1)
     per_seed = table.get("per_seed")
     cols = metric_columns(table)
