@@ -34,6 +34,7 @@ from detectron2.utils.events import EventStorage
 
 from dsla_d2.assigners import SimOTAAssigner, center_region, dynamic_k, simota_cost
 from dsla_d2.assigners.base import ASSIGNER_REGISTRY, GTBatch
+from dsla_d2.assigners.pairs import CandidatePairs
 from dsla_d2.assigners.simota import classification_cost
 from dsla_d2.box_ops import aligned_box_iou
 from dsla_d2.engine.config_checks import validate_config
@@ -512,6 +513,84 @@ def test_sparse_equals_dense_crowded_1000_gts(monkeypatch):
     a = assert_same_as_dense(*_crowd())
     assert 100 < int(a.pos_mask.sum()) < 1344
     assert ranked and 0 < ranked[0] < 400
+
+
+def test_sparse_equals_dense_on_point_set_priors():
+    # The same random cases with the priors as a point set (no grid): the candidates and the
+    # in-both pairs come from region_pair_chunks and center_region instead of index spans.
+    hits = 0
+    for seed in range(40):
+        priors, gt_list, pred, c, kwargs = random_case(seed)
+        points = Priors(priors.points, priors.anchors, priors.strides, priors.levels, priors.num_per_level)
+        hits += int(assert_same_as_dense(points, gt_list, pred, c, kwargs).pos_mask.sum())
+    assert hits > 50
+
+
+@pytest.mark.parametrize("variant", ["displaced", "penalty_0", "saturated", "ties"])
+def test_sparse_equals_dense_crowded_variants(variant, monkeypatch):
+    # 300 gts on 1344 priors, bit for bit, down the paths the benchmark inputs take:
+    #   displaced: the predicted boxes at half the anchors' coordinates (as in
+    #     benchmarks/bench_assigners.py), so most gts overlap no good box and k is decided by
+    #     the IoU bound after adaptive searches below θ = 0.5;
+    #   penalty_0: every gt ranked over all candidates, with cost bounds;
+    #   saturated: logits ×12 (probabilities exactly 0 or 1: BCE's clamp, the per-prior sums
+    #     of clamped logs);
+    #   ties: equal logits and predictions everywhere (every cost of a gt ties).
+    priors, gts, pred, c, kwargs = _crowd(num_gts=300, seed=1)
+    if variant == "displaced":
+        g = torch.Generator().manual_seed(2)
+        boxes = priors.anchors[None] * 0.5 + torch.randn(1, len(priors), 4, generator=g) * 4
+        lo, hi = boxes[..., :2].minimum(boxes[..., 2:]), boxes[..., :2].maximum(boxes[..., 2:]) + 1
+        pred["pred_boxes"] = torch.cat([lo, hi], -1)
+    elif variant == "penalty_0":
+        kwargs = dict(outside_penalty=0.0, candidate_topk=3)
+    elif variant == "saturated":
+        pred["cls_logits"] = pred["cls_logits"] * 12
+    else:
+        pred["cls_logits"] = torch.zeros_like(pred["cls_logits"])
+        pred["pred_boxes"] = torch.tensor([40.0, 40, 60, 60]).expand_as(pred["pred_boxes"]).clone()
+    searches = []
+    search = SimOTAAssigner.top_ious
+    def counted(self, index, pending, theta, ctx):
+        searches.append((pending.numel(), float(theta.max())))
+        return search(self, index, pending, theta, ctx)
+
+    monkeypatch.setattr(SimOTAAssigner, "top_ious", counted)
+    a = assert_same_as_dense(priors, gts, pred, c, kwargs)
+    assert int(a.pos_mask.sum()) > 50
+    if variant == "displaced":  # some gts searched again, below the first level
+        assert len(searches) > 1 and 0 < searches[1][1] < 0.5
+
+
+@pytest.mark.parametrize("num_classes", [1, 7, 8, 13, 80, 81])
+def test_cost_bounds_contain_the_exact_cost(num_classes):
+    # Every pair's [lo, hi] (per-prior Σ_c BCE(q_c, 0) with the class term swapped, float64)
+    # holds its exact float32 cost (the (pairs, C) BCE row sum), and is narrow; probabilities
+    # include exact 0 and 1 (±inf logits), saturated ones and tiny ones.
+    a = SimOTAAssigner()
+    g = torch.Generator().manual_seed(num_classes)
+    r, n_gt, p = 3000, 9, 20000
+    logits = torch.randn(1, r, num_classes, generator=g) * 4
+    u = torch.rand(1, r, num_classes, generator=g)
+    logits[u < 0.02] = float("inf")
+    logits[(u >= 0.02) & (u < 0.04)] = -float("inf")
+    logits[(u >= 0.04) & (u < 0.1)] *= 10
+    probs = a.scores({"cls_logits": logits})[0]
+    for dense_rows in (True, False):  # every row / the candidate rows gathered
+        candidates = torch.rand(r, generator=g) < (0.9 if dense_rows else 0.3)
+        ctx = {"probs": probs, "labels": torch.randint(0, num_classes, (n_gt,), generator=g), "priors": range(r)}
+        ctx["neg"] = a.negative_sums(candidates, ctx)
+        rows = candidates.nonzero().flatten()
+        prior = rows[torch.randint(0, rows.numel(), (p,), generator=g)]
+        iou = torch.rand(p, generator=g)
+        iou[:2000], iou[2000:3000] = 0.0, 1.0
+        pairs = CandidatePairs(torch.zeros(p, dtype=torch.long), prior, torch.randint(0, n_gt, (p,), generator=g), n_gt,
+                               {"iou": iou, "inside": torch.rand(p, generator=g) < 0.7})
+        a.estimate(pairs, ctx)
+        exact = a.exact_costs(pairs, ctx).double()
+        lo, hi = pairs.values["lo"], pairs.values["hi"]
+        assert bool(((lo <= exact) & (exact <= hi)).all())
+        assert bool((hi - lo <= 1e-3 * (exact.abs() + 1)).all())
 
 
 # ------------------------------------------------------------------ all-reduced normaliser
