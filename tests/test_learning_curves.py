@@ -13,7 +13,7 @@ import render_tables  # noqa: E402
 def _series():
     # lr: warm-up 0.001 → 0.003 at 100, constant to 2249, 0.0003 from 2250 (the step schedule)
     lr = {i: (0.001 if i < 100 else 0.003 if i < 2250 else 0.0003) for i in range(0, 3000, 50)}
-    ap = {299: 8.0, 599: 15.0, 899: 17.5, 1199: 18.2, 1499: 18.0, 1799: 18.6, 2099: 18.4, 2399: 20.0, 2999: 20.5}
+    ap = {299: 8.0, 599: 15.0, 899: 17.5, 1199: 18.2, 1499: 18.0, 1799: 18.6, 2099: 18.4, 2399: 20.0, 3000: 20.5}
     return {"lr": lr, "bbox/AP": ap, "bbox/AP50": {k: 2 * v for k, v in ap.items()}}
 
 
@@ -27,14 +27,16 @@ def test_plateau_is_the_first_evaluation_within_tolerance_of_the_best_before_the
     s = learning_curves.analyse(_series(), tolerance=0.5)
     # evaluations before 2250: best 18.6 (at 1799); within 0.5 → ≥ 18.1: first is 1199 (18.2)
     assert s["best_before_drop"] == 18.6 and s["plateau"] == 1199 and s["lr_drop"] == 2250
-    assert s["final"] == 20.5 and s["evaluations"][0] == {"iteration": 299, "AP": 8.0, "AP50": 16.0}
+    assert s["final"] == 20.5 and s["evaluations"][0] == {"iteration": 299, "done": 300, "AP": 8.0, "AP50": 16.0}
+    # the final evaluation is logged at max_iter itself: 3000 iterations done, not 3001
+    assert learning_curves.analyse(_series(), 0.5, max_iter=3000)["evaluations"][-1]["done"] == 3000
     # a tolerance of 0.1 → ≥ 18.5: only 1799
     assert learning_curves.analyse(_series(), tolerance=0.1)["plateau"] == 1799
 
 
 def test_curves_table(tmp_path):
     curves = {"campaign": "c", "tolerance_AP": 0.5, "runs": {
-        "fcos": {"0": learning_curves.analyse(_series(), 0.5)},
+        "fcos": {"0": learning_curves.analyse(_series(), 0.5, max_iter=3000)},
         "open": {"0": learning_curves.analyse({"lr": {0: 0.003}, "bbox/AP": {299: 3.0}}, 0.5)},
     }}
     (tmp_path / "c").mkdir()
@@ -42,7 +44,7 @@ def test_curves_table(tmp_path):
     table = {"curves": "c", "rows": [{"run": "fcos", "label": "FCOS"}, {"run": "open", "label": "Open"},
                                      {"run": "none", "label": "None"}]}
     lines = render_tables.render_table("t", table, str(tmp_path)).splitlines()
-    assert lines[1].startswith("| detector | AP @ 300 | AP @ 600 |") and lines[1].endswith(
+    assert lines[1].startswith("| detector | AP @ 300 | AP @ 600 |") and "| AP @ 3000 |" in lines[1] and lines[1].endswith(
         "| flat from (constant lr) | best AP before the lr drop | AP after the decay |")
     assert lines[3] == "| FCOS | 8.0 | 15.0 | 17.5 | 18.2 | 18.0 | 18.6 | 18.4 | 20.0 | 20.5 | 1200 | 18.6 | 20.5 |"
     assert lines[4] == "| Open | 3.0 |  |  |  |  |  |  |  |  | still rising (run unfinished) |  |  |"

@@ -50,10 +50,14 @@ def lr_drop(lr):
     return next((i for i in its if i > reached and lr[i] < 0.5 * peak), None)
 
 
-def analyse(series, tolerance):
-    """The curve summary of one run (module docstring). ``series``: plot_metrics.read_metrics."""
+def analyse(series, tolerance, max_iter=None):
+    """The curve summary of one run (module docstring). ``series``: plot_metrics.read_metrics.
+    Each evaluation's ``done`` is the number of iterations trained before it: Detectron2 logs
+    a periodic evaluation at the 0-based index of its last iteration, the final one at
+    ``max_iter``."""
     evals = sorted(series.get("bbox/AP", {}))
-    points = [{"iteration": it, **{k.split("/")[1]: round(series[k][it], 3) for k in EVAL_KEYS if it in series.get(k, {})}}
+    points = [{"iteration": it, "done": it + 1 if max_iter is None else min(it + 1, max_iter),
+               **{k.split("/")[1]: round(series[k][it], 3) for k in EVAL_KEYS if it in series.get(k, {})}}
               for it in evals]
     drop = lr_drop(series.get("lr", {}))
     before = [p for p in points if drop is not None and p["iteration"] < drop]
@@ -79,7 +83,7 @@ def campaign_curves(campaign, tolerance, output_dir=compare_seeds.OUTPUT_DIR, ca
         out = os.path.join(output_dir, campaign, spec["run"], f"seed{spec['seed']}")
         if not os.path.isfile(os.path.join(out, "metrics.json")):
             continue
-        summary = analyse(plot_metrics.read_metrics(out), tolerance)
+        summary = analyse(plot_metrics.read_metrics(out), tolerance, spec["max_iter"])
         summary.update(config=spec["config"], overrides=spec["overrides"], max_iter=spec["max_iter"])
         runs.setdefault(spec["run"], {})[str(spec["seed"])] = summary
     return {"campaign": campaign, "tolerance_AP": tolerance, "written": datetime.date.today().isoformat(), "runs": runs}
@@ -102,7 +106,7 @@ def main(argv=None):
     plot_metrics.plot(plot_metrics.collect(groups, ["bbox/AP", "bbox/AP50", "lr"], 1), figure, 1)
     for run, seeds in curves["runs"].items():
         for seed, s in seeds.items():
-            print(f"{run} seed {seed}: plateau {s['plateau']} (best {s['best_before_drop']} before the lr drop at "
+            print(f"{run} seed {seed}: plateau at iteration index {s['plateau']} (best {s['best_before_drop']} before the lr drop at "
                   f"{s['lr_drop']}), final {s['final']}")
     print(f"wrote {os.path.relpath(out, ROOT)} and {os.path.relpath(figure, ROOT)}")
     return 0

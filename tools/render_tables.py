@@ -228,8 +228,8 @@ def render_curves_table(name, table, results_dir=RESULTS_DIR):
         curves = json.load(f)
     seed = str(table.get("seed", 0))
     found = {row["run"]: curves["runs"].get(row["run"], {}).get(seed) for row in table["rows"]}
-    iters = sorted({p["iteration"] for s in found.values() if s for p in s["evaluations"]})
-    header = [table.get("first_column", "detector"), *(f"AP @ {i + 1}" for i in iters),
+    iters = sorted({p["done"] for s in found.values() if s for p in s["evaluations"]})
+    header = [table.get("first_column", "detector"), *(f"AP @ {i}" for i in iters),
               "flat from (constant lr)", "best AP before the lr drop", "AP after the decay"]
     lines = [f"<!-- rendered by tools/render_tables.py from benchmarks/results/{table['curves']}/curves.json (table "
              f"{name!r} in benchmarks/tables.yaml); edit those, not this -->",
@@ -239,7 +239,7 @@ def render_curves_table(name, table, results_dir=RESULTS_DIR):
         if not s:
             lines.append(f"| {row['label']} | " + " | ".join([NOT_MEASURED] + [""] * (len(header) - 2)) + " |")
             continue
-        ap = {p["iteration"]: p["AP"] for p in s["evaluations"]}
+        ap = {p["done"]: p["AP"] for p in s["evaluations"]}
         cells = [f"{ap[i]:.1f}" if i in ap else "" for i in iters]
         open_curve = s["lr_drop"] is None
         cells.append("still rising (run unfinished)" if open_curve else f"{s['plateau'] + 1}")
