@@ -30,22 +30,30 @@ def test_plateau_is_the_first_evaluation_within_tolerance_of_the_best_before_the
     assert s["final"] == 20.5 and s["evaluations"][0] == {"iteration": 299, "done": 300, "AP": 8.0, "AP50": 16.0}
     # the final evaluation is logged at max_iter itself: 3000 iterations done, not 3001
     assert learning_curves.analyse(_series(), 0.5, max_iter=3000)["evaluations"][-1]["done"] == 3000
-    # a tolerance of 0.1 → ≥ 18.5: only 1799
+    # a tolerance of 0.1 → ≥ 18.5: only 1799; 2099 (18.4) comes after it: flat
     assert learning_curves.analyse(_series(), tolerance=0.1)["plateau"] == 1799
+    assert s["flat"] and learning_curves.analyse(_series(), tolerance=0.1)["flat"]
+    # the best at the last evaluation before the drop (2099 → 19.5; ≥ 19.0 only there): still rising, not flat
+    rising = _series()
+    rising["bbox/AP"][2099] = 19.5
+    r = learning_curves.analyse(rising, tolerance=0.5)
+    assert r["plateau"] == 2099 and not r["flat"]
 
 
 def test_curves_table(tmp_path):
     curves = {"campaign": "c", "tolerance_AP": 0.5, "runs": {
         "fcos": {"0": learning_curves.analyse(_series(), 0.5, max_iter=3000)},
         "open": {"0": learning_curves.analyse({"lr": {0: 0.003}, "bbox/AP": {299: 3.0}}, 0.5)},
+        "rising": {"0": dict(learning_curves.analyse(_series(), 0.5, max_iter=3000), flat=False)},
     }}
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "curves.json").write_text(json.dumps(curves))
     table = {"curves": "c", "rows": [{"run": "fcos", "label": "FCOS"}, {"run": "open", "label": "Open"},
-                                     {"run": "none", "label": "None"}]}
+                                     {"run": "none", "label": "None"}, {"run": "rising", "label": "Rising"}]}
     lines = render_tables.render_table("t", table, str(tmp_path)).splitlines()
     assert lines[1].startswith("| detector | AP @ 300 | AP @ 600 |") and "| AP @ 3000 |" in lines[1] and lines[1].endswith(
         "| flat from (constant lr) | best AP before the lr drop | AP after the decay |")
     assert lines[3] == "| FCOS | 8.0 | 15.0 | 17.5 | 18.2 | 18.0 | 18.6 | 18.4 | 20.0 | 20.5 | 1200 | 18.6 | 20.5 |"
     assert lines[4] == "| Open | 3.0 |  |  |  |  |  |  |  |  | still rising (run unfinished) |  |  |"
     assert lines[5].startswith("| None | not yet measured |")
+    assert "| not flat: still rising at 1200 |" in lines[6]

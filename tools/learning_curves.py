@@ -20,6 +20,8 @@ Per run, from its evaluations (``bbox/*`` rows) and its logged learning rate:
   ``best_before_drop`` — from there on, AP at the constant lr no longer rises by more than
   the tolerance; ``null`` if the run has not reached ``lr_drop`` yet (the curve is still
   open);
+* ``flat``: whether a later evaluation before ``lr_drop`` confirms the plateau (false when the
+  best AP is the last evaluation before the drop: the curve was still rising there);
 * ``final``: the AP of the last evaluation (after the lr decay, when the run finished).
 
 ``tools/render_tables.py`` renders these files (a ``curves`` table in ``benchmarks/tables.yaml``).
@@ -63,12 +65,16 @@ def analyse(series, tolerance, max_iter=None):
     before = [p for p in points if drop is not None and p["iteration"] < drop]
     best = max((p["AP"] for p in before), default=None)
     plateau = next((p["iteration"] for p in before if p["AP"] >= best - tolerance), None) if best is not None else None
+    # flat only if some evaluation after the plateau's, before the drop, confirms it: a best
+    # reached at the last evaluation before the drop is a curve still rising
+    flat = plateau is not None and plateau < before[-1]["iteration"]
     last_lr_it = max(series.get("lr", {0: 0}))
     return {
         "evaluations": points,
         "lr_drop": drop,
         "best_before_drop": best,
         "plateau": plateau,
+        "flat": flat,
         "final": points[-1]["AP"] if points else None,
         "last_logged_iteration": last_lr_it,
     }

@@ -242,7 +242,12 @@ def render_curves_table(name, table, results_dir=RESULTS_DIR):
         ap = {p["done"]: p["AP"] for p in s["evaluations"]}
         cells = [f"{ap[i]:.1f}" if i in ap else "" for i in iters]
         open_curve = s["lr_drop"] is None
-        cells.append("still rising (run unfinished)" if open_curve else f"{s['plateau'] + 1}")
+        if open_curve:
+            cells.append("still rising (run unfinished)")
+        elif not s.get("flat", True):
+            cells.append(f"not flat: still rising at {s['plateau'] + 1}")
+        else:
+            cells.append(f"{s['plateau'] + 1}")
         cells.append("" if s["best_before_drop"] is None else f"{s['best_before_drop']:.1f}")
         cells.append("" if open_curve or s["final"] is None else f"{s['final']:.1f}")
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
