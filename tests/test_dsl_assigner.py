@@ -526,6 +526,126 @@ def test_sparse_equals_dense_crowded_400_gts():
     assert 300 < int(a.pos_mask.sum()) < r
 
 
+def test_sparse_equals_dense_with_other_probes_blocks_and_chunks(monkeypatch):
+    # A probe wider than most searches (6 strides) and one that rarely finds k priors (0.3),
+    # negative-term blocks of a few priors, pair chunks of 16: every path of the search.
+    for radius, block, chunk, seeds in ((6.0, 7, 2**15, range(3000, 3020)), (0.3, 2**16, 16, range(3020, 3040))):
+        monkeypatch.setattr(dsl_module, "INITIAL_RADIUS", radius)
+        monkeypatch.setattr(dsl_module, "_NEGATIVE_BLOCK", block)
+        monkeypatch.setattr(dsl_module, "_MAX_PAIRS", chunk)
+        for seed in seeds:
+            assert_same_as_dense(*random_case(seed))
+
+
+def test_sparse_equals_dense_on_a_benchmark_like_image():
+    # bench_assigners' inputs, smaller: a 160×224 image, P3-P7 (offset 0.5), 60 gts of 4-120
+    # px, predicted boxes at half the anchors' coordinates plus noise (so most gts have no
+    # overlapping box: the top-IoU search's pinned and θ = 0 paths), 10 classes.
+    g = torch.Generator().manual_seed(7)
+    h, w = 160, 224
+    feats = [torch.zeros(1, 1, math.ceil(h / s), math.ceil(w / s)) for s in (8, 16, 32, 64, 128)]
+    priors = PriorGenerator([8, 16, 32, 64, 128], offset=0.5)(feats)
+    r = len(priors)
+    center = torch.rand(60, 2, generator=g) * torch.tensor([float(w), float(h)])
+    half = (4 + torch.rand(60, 2, generator=g) * 116) / 2
+    boxes = torch.cat([(center - half).clamp(min=0), torch.minimum(center + half, torch.tensor([float(w), float(h)]))], 1)
+    gts = [gt_instances(boxes, torch.randint(0, 10, (60,), generator=g), (h, w))]
+    pred = priors.anchors[None] * 0.5 + torch.randn(1, r, 4, generator=g) * 4
+    pred = torch.cat([pred[..., :2].minimum(pred[..., 2:]), pred[..., :2].maximum(pred[..., 2:]) + 1], -1)
+    logits = torch.randn(1, r, 10, generator=g)
+    a = assert_same_as_dense(priors, gts, {"pred_boxes": pred, "cls_logits": logits}, 10, {})
+    assert int(a.pos_mask.sum()) > 30
+
+
+def test_valid_priors_match_the_strict_inside_test():
+    # The painted rectangles against the definition, on gts whose sides lie on grid points,
+    # between them, outside the image, tiny and degenerate; grids with offset 0 and 0.5.
+    g = torch.Generator().manual_seed(11)
+    for offset in (0.0, 0.5):
+        feats = [torch.zeros(1, 1, 9, 13), torch.zeros(1, 1, 5, 7), torch.zeros(1, 1, 3, 4)]
+        priors = PriorGenerator([8, 16, 32], offset=offset)(feats)
+        gt_list = []
+        for _ in range(3):
+            boxes = torch.randint(-20, 120, (25, 4), generator=g).float()
+            boxes[:10] += torch.rand(10, 4, generator=g)  # off the grid points
+            boxes = torch.cat([boxes[:, :2].minimum(boxes[:, 2:]), boxes[:, :2].maximum(boxes[:, 2:])], 1)
+            boxes[20, 2] = boxes[20, 0]  # degenerate
+            gt_list.append(gt_instances(boxes, torch.zeros(25, dtype=torch.long), (72, 104)))
+        gt = GTBatch.from_instances(gt_list)
+        pts = priors.points
+        inside = ((pts[None, :, None] > gt.boxes[:, None, :, :2]) & (pts[None, :, None] < gt.boxes[:, None, :, 2:])).all(-1)
+        expected = (inside & gt.valid[:, None, :]).any(-1)
+        assert torch.equal(DynamicSoftLabelAssigner.valid_priors(priors, gt), expected)
+        points = dataclasses.replace(priors, grid_sizes=None, level_strides=None, offset=None)
+        assert torch.equal(DynamicSoftLabelAssigner.valid_priors(points, gt), expected)
+
+
+def test_float32_bounds_of_the_class_term():
+    # Per prior: the upper bound of S = Σ_c BCE(x_c, 0)·σ(x_c)² is ≥ the exact float64 S, and
+    # the floor is ≤ C_cls of the prior with every class as the gt's and any u (logits from
+    # −100 to 100, NaN and ±inf, 1 to 300 classes).
+    g = torch.Generator().manual_seed(13)
+    for c in (1, 3, 80, 300):
+        x = torch.randn(1, 64, c, generator=g) * torch.tensor([0.1, 1.0, 5.0, 30.0]).repeat(16)[None, :, None]
+        x[0, 0] = 100.0
+        x[0, 1] = -100.0
+        x[0, 2, 0] = float("nan")
+        x[0, 3, -1] = float("inf")
+        x[0, 4, 0] = 1e-30
+        priors = grid(8)
+        gt = GTBatch.from_instances([gt_instances([[-1, -1, 70, 70]], [0], (64, 64))])
+        valid = torch.ones(1, 64, dtype=torch.bool)
+        costs = dsl_module._PairCosts(DynamicSoftLabelAssigner(), priors, gt, x, torch.zeros(1, 64, 4), valid)
+        xs = sanitize_logits(x[0]).double()
+        exact = dsl_module._negative_terms(xs).sum(1)
+        assert (costs.negative_upper >= exact).all()
+        for u in (0.0, 0.3, 1.0):
+            for label in range(0, c, max(1, c // 7)):
+                cls = soft_classification_cost(x[0], torch.full((64,), label), torch.full((64,), u))
+                assert (costs.cls_floor.double() <= cls.double()).all()
+        assert (costs.cls_floor >= 0).all()
+
+
+def test_pair_cost_bounds_hold():
+    # On the pairs of random batches: the upper cost (S replaced by its bound) is ≥ C, the
+    # lower bound of a pair is ≤ C (at the threshold C itself), and the IoU with the areas
+    # precomputed is aligned_box_iou's, bit for bit.
+    for seed in range(4000, 4010):
+        priors, gt_list, pred, _, kwargs = random_case(seed)
+        gt = GTBatch.from_instances(gt_list)
+        assigner = DynamicSoftLabelAssigner(**kwargs)
+        valid = assigner.valid_priors(priors, gt)
+        costs = dsl_module._PairCosts(assigner, priors, gt, pred["cls_logits"], pred["pred_boxes"], valid)
+        n, g = gt.valid.shape
+        image, prior, gt_index = torch.meshgrid(torch.arange(n), torch.arange(len(priors)), torch.arange(g), indexing="ij")
+        keep = valid[image, prior] & gt.valid[image, gt_index]
+        pairs = pairs_module.CandidatePairs(image[keep], prior[keep], gt_index[keep], g)
+        geometry = costs.geometry(pairs)
+        cost, u = costs(pairs, geometry)
+        boxes = pred["pred_boxes"].float()[pairs.image, pairs.prior]
+        reference = aligned_box_iou(boxes, gt.boxes[pairs.image, pairs.gt]).nan_to_num(0.0, 0.0, 0.0)
+        reference = torch.where(torch.isfinite(boxes).all(-1), reference, torch.zeros_like(reference))
+        assert torch.equal(u, reference)
+        assert (costs.upper_cost(pairs, geometry) >= cost).all()
+        assert costs.may_cost_at_most(geometry, cost.double()).all()
+
+
+def test_k_lowest_is_a_stable_sort():
+    # (cost ↑, input order ↑) per segment, with ties, negative costs and both zeros.
+    g = torch.Generator().manual_seed(17)
+    segment = torch.sort(torch.randint(0, 30, (500,), generator=g)).values
+    cost = torch.randint(-3, 4, (500,), generator=g).float() * 0.5
+    cost[cost == 0] = torch.tensor([0.0, -0.0]).repeat(250)[: int((cost == 0).sum())]
+    need = torch.randint(1, 6, (30,), generator=g)
+    top, kth, count = dsl_module._k_lowest(segment, cost, need[segment], 30)
+    for s in range(30):
+        idx = (segment == s).nonzero().flatten().tolist()
+        ranked = sorted(idx, key=lambda i: (cost[i].item(), i))
+        assert sorted(i for i in idx if top[i]) == sorted(ranked[: need[s]])
+        assert count[s] == len(idx)
+        assert kth[s].item() == (cost[ranked[need[s] - 1]].item() if len(idx) >= need[s] else math.inf)
+
+
 def test_cost_lower_bound_holds_beyond_the_radius():
     # The claim under the search: a valid prior more than D strides from a gt's centre costs
     # more than B(D). On random pairs (u, logits, d) the computed cost exceeds B(d′) for every
