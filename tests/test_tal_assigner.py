@@ -415,7 +415,7 @@ def test_search_finds_every_predicted_box_with_iou_at_least_theta(theta):
     # The geometric claim under the sparse search: the bucket runs returned for a gt hold
     # every predicted box whose IoU with it is ≥ θ (θ = 0: > 0). Random boxes of 0.01 px to
     # 20,000 px, and boxes built to sit at IoU θ exactly (up to rounding) around each gt.
-    from dsla_d2.assigners.tal import _PredictedBoxIndex
+    from dsla_d2.assigners.box_index import PredictedBoxIndex
 
     g = torch.Generator().manual_seed(int(theta * 1e4))
     gts = torch.cat([torch.rand(40, 2, generator=g) * 500, torch.exp(torch.rand(40, 2, generator=g) * 9 - 2)], 1)
@@ -425,7 +425,7 @@ def test_search_finds_every_predicted_box_with_iou_at_least_theta(theta):
     boxes = torch.cat([corner, corner + sides], 1)
     if theta > 0:
         boxes = torch.cat([boxes, torch.tensor([b for gt in gts for b in _boxes_at_iou(gt, theta)])])
-    index = _PredictedBoxIndex(boxes[None].float())
+    index = PredictedBoxIndex(boxes[None].float())
     image = torch.zeros(len(gts), dtype=torch.long)
     start, end, row = index.ranges(gts.float(), image, torch.full((len(gts),), theta, dtype=torch.float64))
     found = torch.zeros(len(gts), len(boxes), dtype=torch.bool)

@@ -35,7 +35,7 @@ bounds of the other two terms let most pairs be skipped without their exact cost
 * step 1: each gt covers one rectangle of grid indices per level, painted with a 2-D
   difference array (a point set: sparse pairs in chunks);
 * k_g only needs ⌊Σ⌋ of g's m = 13 largest u among the valid priors' predicted boxes:
-  TOOD's IoU-bounded box index (:class:`~dsla_d2.assigners.tal._PredictedBoxIndex`; a
+  TOOD's IoU-bounded box index (:class:`~dsla_d2.assigners.box_index.PredictedBoxIndex`; a
   search at θ finds every box with u ≥ θ), first at θ = 0.5. A gt is settled once m boxes
   with u ≥ θ are found (its top m), at θ = 0 (every overlapping box), or once Σ is pinned:
   it lies in [Σ of the top m found, Σ of those ≥ θ + (m − their number)·θ), and when both
@@ -102,7 +102,7 @@ from . import pairs as _pairs
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .pairs import CandidatePairs, _row_chunks, grid_axes, region_pair_chunks
 from .regions import centered_regions
-from .tal import _expand_runs, _PredictedBoxIndex
+from .box_index import PredictedBoxIndex, expand_runs
 from .winners import PriorWinners
 
 __all__ = [
@@ -476,7 +476,7 @@ def _grid_disc_rows(priors: Priors, axes, centers: Tensor, half: Tensor, max_pai
     per_row = torch.zeros(m_count, dtype=torch.long, device=device).index_add_(0, owner, run_length)
     for a, b in _row_chunks(per_row, max_pairs):  # chunks of whole rows m
         ra, rb = (int(v) for v in torch.searchsorted(owner, torch.tensor([a, b], device=device)))
-        prior, run = _expand_runs(run_start[ra:rb], run_start[ra:rb] + run_length[ra:rb])
+        prior, run = expand_runs(run_start[ra:rb], run_start[ra:rb] + run_length[ra:rb])
         yield owner[ra:rb].index_select(0, run), prior
 
 
@@ -630,7 +630,7 @@ class DynamicSoftLabelAssigner(DenseAssigner):
         valid priors (its largest u where it was searched to the end; 0 if none overlaps it).
 
         TOOD's IoU-bounded search over the predicted boxes of the valid priors
-        (:class:`~dsla_d2.assigners.tal._PredictedBoxIndex`): a search at θ finds every pair
+        (:class:`~dsla_d2.assigners.box_index.PredictedBoxIndex`): a search at θ finds every pair
         with u ≥ θ. With m = ``topk``, a gt is settled when m of them are found (its top m,
         summed), when θ = 0 (every overlapping box), or when the sum is pinned between the
         top m found and those ≥ θ plus (m − their number)·θ (module docstring). Per gt only
@@ -645,7 +645,7 @@ class DynamicSoftLabelAssigner(DenseAssigner):
         if n_pri == 0 or pending.numel() == 0:
             return k.view(n_img, n_gt), top_iou.view(n_img, n_gt)
         hidden = torch.where(valid[..., None], pred_boxes, torch.full_like(pred_boxes, float("nan")))
-        index = _PredictedBoxIndex(hidden)
+        index = PredictedBoxIndex(hidden)
         gt_boxes = gt.boxes.float().reshape(-1, 4)
         if costs is None:  # only its IoU is used: any logits will do
             costs = _PairCosts(self, priors, gt, pred_boxes.new_zeros(n_img, n_pri, 0), pred_boxes, valid)
@@ -663,7 +663,7 @@ class DynamicSoftLabelAssigner(DenseAssigner):
             tops = torch.zeros(p_count, m, dtype=torch.float64, device=device)  # top m found, descending
             for a, b in _row_chunks(found, _MAX_PAIRS):  # chunks of whole gts
                 lo, hi = (int(v) for v in torch.searchsorted(row, torch.tensor([a, b], device=device)))
-                pos, run = _expand_runs(start[lo:hi], end[lo:hi])
+                pos, run = expand_runs(start[lo:hi], end[lo:hi])
                 local = row[lo:hi].index_select(0, run)
                 flat = index.prior.index_select(0, pos)
                 if n_img > 1:
@@ -931,7 +931,7 @@ class DynamicSoftLabelAssigner(DenseAssigner):
         end = torch.searchsorted(keys, hi, side="right")
         counts = (end - start).clamp(min=0)
         for a, b in _row_chunks(counts, _pairs.MAX_PAIRS_PER_CHUNK):  # chunks of priors
-            pos, run = _expand_runs(start[a:b], torch.maximum(end[a:b], start[a:b]))
+            pos, run = expand_runs(start[a:b], torch.maximum(end[a:b], start[a:b]))
             row = run + a
             which = order.index_select(0, pos)
             near = (centers[:, 1].index_select(0, which) - points[:, 1].index_select(0, row)).abs()

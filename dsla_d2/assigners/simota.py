@@ -40,7 +40,7 @@ Sparse and exact. A dense implementation builds S × gts (× C) per image; here:
   strides on a level, enumerate the pairs of box ∪ square instead
   (:func:`~dsla_d2.assigners.pairs.region_pair_chunks`) and test them with :func:`center_region`;
 * k_g needs ⌊Σ of the 10 largest u(·, g) over S⌋. TAL's bucketed index of the candidates'
-  predicted boxes (``tal._PredictedBoxIndex``) returns, at an IoU level θ, every candidate with
+  predicted boxes (``box_index.PredictedBoxIndex``) returns, at an IoU level θ, every candidate with
   u ≥ θ (and more). Of the 10 largest u found, the n that are ≥ θ are exact and every other
   pair of S has u < θ, so Σ lies in [Σ found, Σ of those n + (10 − n)·θ]: with n = 10 the top
   10 are known and summed as step 5 says; otherwise k_g is decided when both ends give the same
@@ -97,7 +97,7 @@ from ..utils.progress import TrainingProgress
 from .base import ASSIGNER_REGISTRY, Assignment, DenseAssigner, GTBatch
 from .pairs import CandidatePairs, _row_chunks, grid_axes, grid_rectangle_pairs, region_pair_chunks
 from .regions import level_stride_table
-from .tal import _expand_runs, _PredictedBoxIndex
+from .box_index import PredictedBoxIndex, expand_runs
 from .winners import PriorWinners
 
 __all__ = ["SimOTAAssigner", "CANDIDATE_RULES", "center_region", "classification_cost", "simota_cost", "dynamic_k"]
@@ -550,7 +550,7 @@ class SimOTAAssigner(DenseAssigner):
         pending = (gt.valid & has_candidates[:, None]).reshape(-1).nonzero().squeeze(1)
         # the index holds the candidates' predicted boxes only (others: NaN, left out)
         boxes = torch.where(candidates.view(n_img, n_pri, 1), pred_boxes, torch.full_like(pred_boxes, float("nan")))
-        index = _PredictedBoxIndex(boxes)
+        index = PredictedBoxIndex(boxes)
         theta = torch.full((pending.numel(),), _FIRST_THETA, dtype=torch.float64, device=device)
         margin = 1e-4 + m * m * 2.0**-23  # ≥ the float32 rounding of a sum of m IoUs ≤ 1
         for attempt in range(_SEARCH_ROUNDS + 1):
@@ -593,7 +593,7 @@ class SimOTAAssigner(DenseAssigner):
         t = torch.minimum(t, theta * (1 - 1e-3))
         return torch.where(t < _MIN_THETA, torch.zeros_like(t), t)
 
-    def top_ious(self, index: _PredictedBoxIndex, pending: Tensor, theta: Tensor, ctx: Dict) -> Tensor:
+    def top_ious(self, index: PredictedBoxIndex, pending: Tensor, theta: Tensor, ctx: Dict) -> Tensor:
         """(P, m) float32 the m largest u > 0 of each pending gt (flat n·G + g) among the
         candidates the index returns at θ (every one with u ≥ θ, maybe more), largest first,
         zero-padded."""
@@ -607,7 +607,7 @@ class SimOTAAssigner(DenseAssigner):
         counts = torch.zeros(pending.numel(), dtype=torch.long, device=device).index_add_(0, row, end - start)
         for a, b in _row_chunks(counts, _MAX_PAIRS):  # chunks of whole gts
             lo, hi = (int(v) for v in torch.searchsorted(row, torch.tensor([a, b], device=device)))
-            pos, run = _expand_runs(start[lo:hi], end[lo:hi])
+            pos, run = expand_runs(start[lo:hi], end[lo:hi])
             local = row[lo:hi].index_select(0, run)
             pred = ctx["pred"].index_select(0, image.index_select(0, local) * n_pri + index.prior.index_select(0, pos))
             iou = aligned_box_iou(pred, gt_boxes.index_select(0, local)).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
